@@ -1,0 +1,85 @@
+"""Configuration: one frozen dataclass, units in the names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+KiB = 1024
+MiB = 1024 * KiB
+SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every limit a client can run into. Each is enforced, each is a CLI flag
+    (``--limit-<name with dashes>``)."""
+
+    # HTTP/1.1 request line + header block; HTTP/2 and HTTP/3 header list size.
+    max_header_bytes: int = 64 * KiB
+    max_body_bytes: int = 64 * MiB
+    # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (and HTTP/3 bidi stream credit).
+    max_concurrent_streams: int = 100
+    # HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE we advertise for request bodies.
+    initial_window_bytes: int = 256 * KiB
+    # HTTP/2 connection-level receive window.
+    connection_window_bytes: int = 1 * MiB
+    max_frame_bytes: int = 16 * KiB
+    # Response bytes a stream may queue beyond what the peer's flow-control
+    # window lets out; past it the handler waits.
+    write_buffer_bytes: int = 64 * KiB
+    # Request body bytes read ahead of the handler before reading pauses.
+    read_buffer_bytes: int = 256 * KiB
+    # HTTP/1.1 requests parsed ahead of the one being answered.
+    max_pipelined_requests: int = 16
+    # Headers must arrive completely within this time of connection start or
+    # of the previous response (slowloris).
+    header_timeout_s: float = 10 * SECONDS
+    keep_alive_timeout_s: float = 5 * SECONDS
+    # An HTTP/2 connection with no open stream is closed after this.
+    idle_timeout_s: float = 60 * SECONDS
+    # Time a handler has to produce a response; 0 disables.
+    request_timeout_s: float = 0.0
+    # Control frames (PING, SETTINGS, PRIORITY, RST_STREAM, empty DATA...) a
+    # connection may send per second before it is closed with ENHANCE_YOUR_CALM.
+    max_control_frames_per_s: int = 1000
+    # Streams a peer may reset per second (CVE-2023-44487, rapid reset).
+    max_resets_per_s: int = 200
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    http_port: int = 8000  # cleartext HTTP/1.1 + h2c; -1 disables
+    port: int = 8443  # TLS HTTP/1.1 + h2; -1 disables
+    quic_port: int | None = None  # None: same as port; 0 disables HTTP/3
+    certfile: str | None = None
+    keyfile: str | None = None
+    certs_dir: Path = field(default_factory=lambda: Path("certs"))
+    log_level: str = "info"
+    access_log: bool = False
+    graceful_timeout_s: float = 10 * SECONDS
+    loop: str = "auto"  # auto | asyncio | uvloop
+    server_header: str = "rawserve"
+    limits: Limits = field(default_factory=Limits)
+
+    def with_options(self, **options: Any) -> Config:
+        """A copy with ``options`` applied; ``limit_<name>`` keys set limits."""
+        limit_names = {f.name for f in fields(Limits)}
+        limits: dict[str, Any] = {}
+        top: dict[str, Any] = {}
+        for key, value in options.items():
+            if key.startswith("limit_") and key[6:] in limit_names:
+                limits[key[6:]] = value
+            elif key in limit_names:
+                limits[key] = value
+            else:
+                top[key] = value
+        unknown = set(top) - {f.name for f in fields(Config)}
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        cfg = replace(self, **top)
+        if limits:
+            cfg = replace(cfg, limits=replace(cfg.limits, **limits))
+        return cfg

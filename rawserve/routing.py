@@ -1,0 +1,921 @@
+"""Routes and routers, starlette style: ``compile_path`` turns a template into
+a regex and convertors, ``APIRoute.matches`` answers NONE/PARTIAL/FULL so 404
+and 405 fall out, and ``APIRouter``'s decorators only register.
+
+Everything that can be decided from the handler's signature is decided when
+the route is created (``params.get_dependant``), so a request does the
+least work: look up, bind, call, serialize.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import math
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from rawserve import params as p
+from rawserve.background import BackgroundTask
+from rawserve.encoders import jsonable_encoder
+from rawserve.errors import BodyTooLarge, ClientDisconnected
+from rawserve.exceptions import HTTPException, RequestValidationError, ResponseValidationError
+from rawserve.priority import Priority
+from rawserve.responses import JSONResponse, Response
+
+__all__ = [
+    "APIRoute",
+    "APIRouter",
+    "Convertor",
+    "Match",
+    "RouteTable",
+    "compile_path",
+    "register_url_convertor",
+]
+
+log = logging.getLogger("rawserve.app")
+
+T = TypeVar("T")
+DecoratedCallable = TypeVar("DecoratedCallable", bound=Callable[..., Any])
+
+
+class Match(enum.IntEnum):
+    NONE = 0
+    PARTIAL = 1  # the path matches, the method does not: 405 if nothing matches fully
+    FULL = 2
+
+
+class DefaultPlaceholder(Generic[T]):
+    """A value the user did not choose, so an enclosing router's may win."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DefaultPlaceholder) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+def Default(value: T) -> Any:
+    return DefaultPlaceholder(value)
+
+
+DEFAULT_JSON: Any = DefaultPlaceholder(JSONResponse)
+DEFAULT_TRUE: Any = DefaultPlaceholder(True)
+DEFAULT_NONE: Any = DefaultPlaceholder(None)
+
+
+def _value_or_default(*candidates: Any) -> Any:
+    """The first value not a placeholder, else the first placeholder's value."""
+    for c in candidates:
+        if not isinstance(c, DefaultPlaceholder):
+            return c
+    first = candidates[0]
+    return first.value if isinstance(first, DefaultPlaceholder) else first
+
+
+# -- paths ----------------------------------------------------------------------
+
+
+class Convertor(Generic[T]):
+    regex = ""
+
+    def convert(self, value: str) -> T:
+        raise NotImplementedError
+
+    def to_string(self, value: T) -> str:
+        raise NotImplementedError
+
+
+class StringConvertor(Convertor[str]):
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        value = str(value)
+        if "/" in value or not value:
+            raise ValueError(f"{value!r} is not a valid path segment")
+        return value
+
+
+class PathConvertor(Convertor[str]):
+    regex = ".*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+class IntegerConvertor(Convertor[int]):
+    regex = "[0-9]+"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        value = int(value)
+        if value < 0:
+            raise ValueError("negative integers are not supported")
+        return str(value)
+
+
+class FloatConvertor(Convertor[float]):
+    regex = r"[0-9]+(?:\.[0-9]+)?"
+
+    def convert(self, value: str) -> float:
+        return float(value)
+
+    def to_string(self, value: float) -> str:
+        value = float(value)
+        if value < 0 or math.isnan(value) or math.isinf(value):
+            raise ValueError(f"{value!r} cannot appear in a path")
+        return f"{value:0.20f}".rstrip("0").rstrip(".")
+
+
+class UUIDConvertor(Convertor[uuid.UUID]):
+    regex = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
+    def convert(self, value: str) -> uuid.UUID:
+        return uuid.UUID(value)
+
+    def to_string(self, value: uuid.UUID) -> str:
+        return str(value)
+
+
+CONVERTOR_TYPES: dict[str, Convertor[Any]] = {
+    "str": StringConvertor(),
+    "path": PathConvertor(),
+    "int": IntegerConvertor(),
+    "float": FloatConvertor(),
+    "uuid": UUIDConvertor(),
+}
+
+
+def register_url_convertor(key: str, convertor: Convertor[Any]) -> None:
+    CONVERTOR_TYPES[key] = convertor
+
+
+PARAM_REGEX = re.compile("{([a-zA-Z_][a-zA-Z0-9_]*)(:[a-zA-Z_][a-zA-Z0-9_]*)?}")
+
+
+def compile_path(path: str) -> tuple[re.Pattern[str], str, dict[str, Convertor[Any]]]:
+    """``"/items/{id:int}"`` -> (regex, ``"/items/{id}"``, ``{"id": IntegerConvertor}``)."""
+    regex = "^"
+    fmt = ""
+    idx = 0
+    convertors: dict[str, Convertor[Any]] = {}
+    duplicated = set()
+    for m in PARAM_REGEX.finditer(path):
+        name, kind = m.groups("str")
+        kind = kind.lstrip(":")
+        if kind not in CONVERTOR_TYPES:
+            raise ValueError(f"unknown path convertor {kind!r} in {path!r}")
+        conv = CONVERTOR_TYPES[kind]
+        regex += re.escape(path[idx : m.start()]) + f"(?P<{name}>{conv.regex})"
+        fmt += path[idx : m.start()] + "{" + name + "}"
+        if name in convertors:
+            duplicated.add(name)
+        convertors[name] = conv
+        idx = m.end()
+    if duplicated:
+        names = ", ".join(sorted(duplicated))
+        raise ValueError(f"duplicated path parameter(s) {names} in {path!r}")
+    regex += re.escape(path[idx:]) + "$"
+    fmt += path[idx:]
+    return re.compile(regex), fmt, convertors
+
+
+# -- one route -------------------------------------------------------------------
+
+_NO_BODY_STATUS = frozenset({204, 205, 304})
+_HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE")
+
+
+def body_allowed(status: int | None) -> bool:
+    return status is None or not (status < 200 or status in _NO_BODY_STATUS)
+
+
+def _json_content_type(value: str) -> bool:
+    if value == "application/json":
+        return True
+    media = value.partition(";")[0].strip().lower()
+    main, _, sub = media.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson is stricter than the json module FastAPI uses (NaN, huge ints);
+    # the json module also gives the error position FastAPI reports.
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", exc.pos),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": exc.msg},
+                }
+            ],
+            body=exc.doc,
+        ) from None
+    except ValueError as exc:  # undecodable bytes
+        raise HTTPException(400, "There was an error parsing the body") from exc
+
+
+def _to_priority(value: int | Priority | None) -> Priority | None:
+    if value is None or isinstance(value, Priority):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Priority(urgency=value)
+    raise TypeError(f"priority must be an urgency 0..7 or a Priority, not {value!r}")
+
+
+def _prepare_response_content(
+    res: Any, *, exclude_unset: bool, exclude_defaults: bool, exclude_none: bool
+) -> Any:
+    """FastAPI dumps models before validating them against the response model,
+    so that a subclass's extra fields are dropped and ``exclude_unset`` holds."""
+    if p.is_pydantic_model(type(res)):
+        return res.model_dump(
+            by_alias=True,
+            exclude_unset=exclude_unset,
+            exclude_defaults=exclude_defaults,
+            exclude_none=exclude_none,
+        )
+    if isinstance(res, list):
+        return [
+            _prepare_response_content(
+                x,
+                exclude_unset=exclude_unset,
+                exclude_defaults=exclude_defaults,
+                exclude_none=exclude_none,
+            )
+            for x in res
+        ]
+    if isinstance(res, dict):
+        return {
+            k: _prepare_response_content(
+                v,
+                exclude_unset=exclude_unset,
+                exclude_defaults=exclude_defaults,
+                exclude_none=exclude_none,
+            )
+            for k, v in res.items()
+        }
+    if dataclasses.is_dataclass(res) and not isinstance(res, type):
+        return dataclasses.asdict(res)
+    return res
+
+
+class _ResponseModel:
+    """Validates and serializes a handler's return value through pydantic."""
+
+    __slots__ = ("adapter", "dump_args", "exact_type", "flags", "validation_error")
+
+    def __init__(self, model: Any, route_kwargs: dict[str, Any]) -> None:
+        pyd = p.pydantic_module()
+        self.adapter = pyd.TypeAdapter(model)
+        self.validation_error = pyd.ValidationError
+        self.flags = {
+            "exclude_unset": route_kwargs.get("response_model_exclude_unset", False),
+            "exclude_defaults": route_kwargs.get("response_model_exclude_defaults", False),
+            "exclude_none": route_kwargs.get("response_model_exclude_none", False),
+        }
+        self.dump_args = dict(
+            self.flags,
+            include=route_kwargs.get("response_model_include"),
+            exclude=route_kwargs.get("response_model_exclude"),
+            by_alias=route_kwargs.get("response_model_by_alias", True),
+        )
+        # A value of exactly the model's class is already valid: skip the
+        # dump-and-revalidate round trip in the common case.
+        self.exact_type = model if p.is_pydantic_model(model) else None
+
+    def validate(self, content: Any) -> Any:
+        if self.exact_type is not None and type(content) is self.exact_type:
+            return content
+        prepared = _prepare_response_content(content, **self.flags)
+        try:
+            return self.adapter.validate_python(prepared, from_attributes=True)
+        except self.validation_error as exc:
+            errors = p.prefix_errors(p.pydantic_errors(exc), ("response",))
+            raise ResponseValidationError(errors, body=content) from None
+
+    def json(self, content: Any) -> bytes:
+        return bytes(self.adapter.dump_json(self.validate(content), **self.dump_args))
+
+    def python(self, content: Any) -> Any:
+        return self.adapter.dump_python(self.validate(content), mode="json", **self.dump_args)
+
+
+class _AfterResponse:
+    """Runs the response's background tasks, then closes the request's
+    yield-dependencies: FastAPI's order (cleanup after the response is sent)."""
+
+    __slots__ = ("background", "stack")
+
+    def __init__(self, background: BackgroundTask | None, stack: Any) -> None:
+        self.background = background
+        self.stack = stack
+
+    async def __call__(self) -> None:
+        try:
+            if self.background is not None:
+                await self.background()
+        finally:
+            await self.stack.aclose()
+
+
+class APIRoute:
+    """A path operation: a path template, methods and a handler whose
+    parameters are bound from the request.
+
+    ``priority`` is the route's default urgency: a request whose client sent
+    no priority signal (its ``request.priority`` is the ``DEFAULT_PRIORITY``
+    object) gets it before the handler runs."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: Sequence[str] | set[str] | None = None,
+        status_code: int | None = None,
+        response_model: Any = DEFAULT_NONE,
+        response_class: Any = DEFAULT_JSON,
+        dependencies: Sequence[Any] | None = None,
+        tags: list[Any] | None = None,
+        name: str | None = None,
+        priority: int | Priority | None = None,
+        strict_content_type: Any = DEFAULT_TRUE,
+        summary: str | None = None,
+        description: str | None = None,
+        include_in_schema: bool = True,
+        raw: bool = False,
+        **extra: Any,
+    ) -> None:
+        if not path.startswith("/"):
+            raise ValueError(f"a route path must start with '/', got {path!r}")
+        if not callable(endpoint):
+            raise TypeError(f"an endpoint must be callable, got {endpoint!r}")
+        self.path = path
+        self.endpoint = endpoint
+        self.name = (
+            name if name is not None else getattr(endpoint, "__name__", type(endpoint).__name__)
+        )
+        self.tags = list(tags or [])
+        self.summary = summary
+        self.description = description or (getattr(endpoint, "__doc__", None) or "")
+        self.include_in_schema = include_in_schema
+        self.extra = extra
+        self.raw = raw
+        self.path_regex, self.path_format, self.param_convertors = compile_path(path)
+        self.param_names = frozenset(self.param_convertors)
+        self._convert = {
+            k: c for k, c in self.param_convertors.items() if not isinstance(c, StringConvertor)
+        }
+        self.is_static = not self.param_convertors
+        self.methods = {m.upper() for m in (methods or ["GET"])}
+        if "GET" in self.methods:
+            # HEAD answers like GET; the driver sends no body.
+            self.methods.add("HEAD")
+        self.status_code = int(status_code) if status_code is not None else None
+        self.priority = _to_priority(priority)
+        self.dependencies = list(dependencies or [])
+        self.response_class_arg = response_class
+        self.response_class: type[Response] = _value_or_default(response_class)
+        self.default_json = isinstance(response_class, DefaultPlaceholder) and (
+            self.response_class is JSONResponse
+        )
+        self.strict_content_type = bool(_value_or_default(strict_content_type))
+        self.response_model_arg = response_model
+        self.kwargs: dict[str, Any] = dict(extra)
+        self.response_model = self._response_model(response_model, extra)
+        self.dependant = self._build_dependant()
+        flat = self.dependant.flat_body()
+        self.flat_body = flat
+        self.embed = p.should_embed(flat)
+        self.is_form = any(f.is_form for f in flat)
+        self.fast_json = self._fast_json(flat)
+        d = self.dependant
+        self.is_coroutine = d.kind == p.ASYNC
+        self._trivial = not (
+            d.dependencies or d.params or d.body or d.background_name or d.response_name
+        )
+
+    def _build_dependant(self) -> p.Dependant:
+        dep = p.get_dependant(self.endpoint, self.param_names) if not self.raw else None
+        if dep is None:
+            dep = p.Dependant(self.endpoint)
+            dep.request_name = "request"
+        if dep.kind in (p.GEN, p.ASYNC_GEN):
+            raise TypeError(
+                f"{self.name}: generator handlers are not supported; return a StreamingResponse"
+            )
+        # Route-level dependencies run first, their values discarded.
+        extra = [
+            p.get_dependant(
+                d.dependency, self.param_names, name=None, use_cache=d.use_cache, scope=d.scope
+            )
+            for d in self.dependencies
+            if isinstance(d, p.DependsParam) and d.dependency is not None
+        ]
+        dep.dependencies[:0] = extra
+        return dep
+
+    def _response_model(self, arg: Any, extra: dict[str, Any]) -> _ResponseModel | None:
+        explicit = not isinstance(arg, DefaultPlaceholder)
+        model = arg if explicit else None
+        if not explicit and not self.raw:
+            ret = p._type_hints(self.endpoint).get("return") if callable(self.endpoint) else None
+            # FastAPI validates against any return annotation; only one that
+            # filters (a model or dataclass inside) changes the result, so only
+            # those pay for validation here.
+            if (
+                ret is not None
+                and not p.lenient_issubclass(ret, Response)
+                and p.needs_pydantic(ret)
+            ):
+                model = ret
+        if model is None or p.pydantic_module() is None:
+            return None
+        if not body_allowed(self.status_code):
+            raise ValueError(f"status code {self.status_code} must not have a response body")
+        return _ResponseModel(model, extra)
+
+    def _fast_json(self, flat: list[p.Field]) -> Callable[[bytes], Any] | None:
+        if self.embed or len(flat) != 1 or self.is_form:
+            return None
+        model = p._strip_annotated(flat[0].annotation)
+        if not p.is_pydantic_model(model) or flat[0].annotation is not model:
+            return None
+        validate_json: Callable[[bytes], Any] = model.model_validate_json
+        return validate_json
+
+    # -- matching ------------------------------------------------------------------
+
+    def matches(self, method: str, path: str) -> tuple[Match, dict[str, Any]]:
+        m = self.path_regex.match(path)
+        if m is None:
+            return Match.NONE, {}
+        values: dict[str, Any] = m.groupdict()
+        for key, conv in self._convert.items():
+            values[key] = conv.convert(values[key])
+        if method not in self.methods:
+            return Match.PARTIAL, values
+        return Match.FULL, values
+
+    def url_path_for(self, **path_params: Any) -> str:
+        missing = self.param_names - set(path_params)
+        if missing:
+            raise KeyError(f"missing path parameter(s) {', '.join(sorted(missing))}")
+        path = self.path_format
+        for key, conv in self.param_convertors.items():
+            path = path.replace("{" + key + "}", conv.to_string(path_params[key]))
+        return path
+
+    # -- handling ----------------------------------------------------------------
+
+    async def handle(self, request: Any, overrides: dict[Any, Any] | None = None) -> Response:
+        """Bind, call, serialize. Raises HTTPException, RequestValidationError
+        and whatever the handler raises; the app turns them into responses."""
+        if self._trivial and not self.dependant.request_name:
+            raw = (
+                await self.endpoint() if self.is_coroutine else await p.run_sync(self.endpoint, {})
+            )
+            return self._serialize(raw, None)
+        ctx = p.SolveContext(request, overrides, self.embed)
+        ctx.path_names = self.param_names
+        try:
+            if self.flat_body:
+                await self._read_body(request, ctx)
+            values: dict[str, Any]
+            if self._trivial:
+                assert self.dependant.request_name is not None
+                values = {self.dependant.request_name: request}
+            else:
+                values = await p.solve(self.dependant, ctx)
+                if ctx.errors:
+                    raise RequestValidationError(ctx.errors, body=ctx.body)
+            if self.is_coroutine:
+                raw = await self.endpoint(**values)
+            else:
+                raw = await p.run_sync(self.endpoint, values)
+            response = self._serialize(raw, ctx)
+        except BaseException as exc:
+            await _unwind(ctx, exc)
+            raise
+        if ctx.function_stack is not None:
+            await ctx.function_stack.aclose()
+        if ctx.stack is not None:
+            response.background = BackgroundTask(_AfterResponse(response.background, ctx.stack))
+        return response
+
+    async def _read_body(self, request: Any, ctx: p.SolveContext) -> None:
+        if self.is_form:
+            try:
+                form = await request.form()
+            except (BodyTooLarge, ClientDisconnected, HTTPException):
+                raise
+            except Exception as exc:
+                raise HTTPException(400, "There was an error parsing the body") from exc
+            ctx.body = await p.extract_form(self.flat_body, form, self.embed)
+            return
+        raw = await request.body()
+        if not raw:
+            return
+        content_type = request.headers.get("content-type")
+        if content_type is None:
+            is_json = not self.strict_content_type
+        else:
+            is_json = _json_content_type(content_type)
+        if not is_json:
+            ctx.body = raw
+            return
+        if self.fast_json is not None:
+            try:
+                ctx.fast_body = self.fast_json(raw)
+                return
+            except Exception:
+                pass  # the slow path below reports FastAPI's exact errors
+        ctx.body = _parse_json(raw)
+
+    def _serialize(self, raw: Any, ctx: p.SolveContext | None) -> Response:
+        background = ctx.background if ctx is not None else None
+        if isinstance(raw, Response):
+            if raw.background is None and background is not None:
+                raw.background = background
+            return raw
+        status = self.status_code
+        sub = ctx.response if ctx is not None else None
+        if sub is not None and sub.status_code:
+            status = sub.status_code
+        rm = self.response_model
+        response: Response
+        if self.default_json:
+            if rm is not None:
+                response = Response(
+                    rm.json(raw),
+                    status_code=status or 200,
+                    media_type="application/json",
+                    background=background,
+                )
+            else:
+                response = JSONResponse(raw, status_code=status or 200, background=background)
+        else:
+            content = rm.python(raw) if rm is not None else jsonable_encoder(raw)
+            kwargs: dict[str, Any] = {"background": background}
+            if status is not None:
+                kwargs["status_code"] = status
+            response = self.response_class(content, **kwargs)
+        if not body_allowed(response.status_code):
+            response.body = b""
+        if sub is not None:
+            response.raw_headers().extend(sub.raw_headers())
+        return response
+
+    def __repr__(self) -> str:
+        methods = ", ".join(sorted(self.methods))
+        return f"{type(self).__name__}(path={self.path!r}, name={self.name!r}, methods=[{methods}])"
+
+
+async def _unwind(ctx: p.SolveContext, exc: BaseException) -> None:
+    """Close yield-dependencies with the exception, so their ``except`` sees it."""
+    for stack in (ctx.function_stack, ctx.stack):
+        if stack is not None:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+
+
+# -- the lookup table --------------------------------------------------------------
+
+
+class RouteTable:
+    """Routes in registration order, with static paths in a dict: the first
+    registered route that matches wins, as in starlette, without trying every
+    regex for the common case of a path without parameters."""
+
+    __slots__ = ("_dynamic", "_static", "routes")
+
+    def __init__(self, routes: Sequence[APIRoute]) -> None:
+        self.routes = list(routes)
+        self._static: dict[str, list[tuple[int, APIRoute]]] = {}
+        self._dynamic: list[tuple[int, APIRoute]] = []
+        for i, route in enumerate(self.routes):
+            if route.is_static:
+                self._static.setdefault(route.path, []).append((i, route))
+            else:
+                self._dynamic.append((i, route))
+
+    def lookup(self, method: str, path: str) -> tuple[APIRoute | None, dict[str, Any], set[str]]:
+        """(route, path params, _) on a match; (None, {}, allowed methods) when
+        only other methods match the path (405); (None, {}, empty) otherwise."""
+        best_index = len(self.routes)
+        best: APIRoute | None = None
+        best_params: dict[str, Any] = {}
+        static = self._static.get(path)
+        if static is not None:
+            for i, route in static:
+                if method in route.methods:
+                    best_index, best = i, route
+                    break
+        for i, route in self._dynamic:
+            if i > best_index:
+                break
+            match, values = route.matches(method, path)
+            if match is Match.FULL:
+                best, best_params = route, values
+                break
+        if best is not None:
+            return best, best_params, set()
+        allowed: set[str] = set()
+        if static is not None:
+            for _, route in static:
+                allowed |= route.methods
+        for _, route in self._dynamic:
+            if route.path_regex.match(path) is not None:
+                allowed |= route.methods
+        return None, {}, allowed
+
+    def matches_any(self, path: str) -> bool:
+        if path in self._static:
+            return True
+        return any(route.path_regex.match(path) is not None for _, route in self._dynamic)
+
+
+# -- routers ----------------------------------------------------------------------
+
+
+class APIRouter:
+    """A group of routes with a common prefix, tags, dependencies and defaults;
+    included into an app (or another router) with ``include_router``."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "",
+        tags: list[Any] | None = None,
+        dependencies: Sequence[Any] | None = None,
+        default_response_class: Any = DEFAULT_JSON,
+        responses: dict[Any, Any] | None = None,
+        on_startup: Sequence[Callable[[], Any]] | None = None,
+        on_shutdown: Sequence[Callable[[], Any]] | None = None,
+        lifespan: Callable[[Any], Any] | None = None,
+        deprecated: bool | None = None,
+        include_in_schema: bool = True,
+        priority: int | Priority | None = None,
+        strict_content_type: Any = DEFAULT_TRUE,
+        redirect_slashes: bool = True,
+        **ignored: Any,
+    ) -> None:
+        if prefix:
+            if not prefix.startswith("/"):
+                raise ValueError("a path prefix must start with '/'")
+            if prefix.endswith("/"):
+                raise ValueError("a path prefix must not end with '/'")
+        self.prefix = prefix
+        self.tags = list(tags or [])
+        self.dependencies = list(dependencies or [])
+        self.default_response_class = default_response_class
+        self.responses = dict(responses or {})
+        self.on_startup: list[Callable[[], Any]] = list(on_startup or [])
+        self.on_shutdown: list[Callable[[], Any]] = list(on_shutdown or [])
+        self.lifespans: list[Callable[[Any], Any]] = [lifespan] if lifespan is not None else []
+        self.deprecated = deprecated
+        self.include_in_schema = include_in_schema
+        self.priority = _to_priority(priority)
+        self.strict_content_type = strict_content_type
+        self.redirect_slashes = redirect_slashes
+        self.routes: list[APIRoute] = []
+        self._version = 0
+
+    # -- registration ----------------------------------------------------------------
+
+    def add_api_route(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: Sequence[str] | set[str] | None = None,
+        response_class: Any = DEFAULT_JSON,
+        dependencies: Sequence[Any] | None = None,
+        tags: list[Any] | None = None,
+        priority: int | Priority | None = None,
+        strict_content_type: Any = DEFAULT_TRUE,
+        **kwargs: Any,
+    ) -> APIRoute:
+        route = APIRoute(
+            self.prefix + path,
+            endpoint,
+            methods=methods,
+            response_class=_keep_default(response_class, self.default_response_class),
+            dependencies=[*self.dependencies, *(dependencies or [])],
+            tags=[*self.tags, *(tags or [])],
+            priority=priority if priority is not None else self.priority,
+            strict_content_type=_keep_default(strict_content_type, self.strict_content_type),
+            **kwargs,
+        )
+        route.kwargs.update(
+            methods=methods,
+            dependencies=list(dependencies or []),
+            tags=list(tags or []),
+            priority=priority,
+            response_class=response_class,
+            strict_content_type=strict_content_type,
+        )
+        self.routes.append(route)
+        self._version += 1
+        return route
+
+    def api_route(
+        self, path: str, *, methods: Sequence[str] | None = None, **kwargs: Any
+    ) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        def decorator(func: DecoratedCallable) -> DecoratedCallable:
+            self.add_api_route(path, func, methods=methods, **kwargs)
+            return func
+
+        return decorator
+
+    def get(self, path: str, **kwargs: Any) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        return self.api_route(path, methods=["GET"], **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        return self.api_route(path, methods=["POST"], **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        return self.api_route(path, methods=["PUT"], **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        return self.api_route(path, methods=["PATCH"], **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        return self.api_route(path, methods=["DELETE"], **kwargs)
+
+    def options(self, path: str, **kwargs: Any) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        return self.api_route(path, methods=["OPTIONS"], **kwargs)
+
+    def head(self, path: str, **kwargs: Any) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        return self.api_route(path, methods=["HEAD"], **kwargs)
+
+    def trace(self, path: str, **kwargs: Any) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        return self.api_route(path, methods=["TRACE"], **kwargs)
+
+    def add_route(
+        self,
+        path: str,
+        endpoint: Callable[[Any], Any],
+        methods: Sequence[str] | None = None,
+        name: str | None = None,
+        include_in_schema: bool = True,
+    ) -> APIRoute:
+        """A starlette-style route: ``endpoint(request)`` returns a Response."""
+        route = APIRoute(
+            self.prefix + path,
+            endpoint,
+            methods=methods,
+            name=name,
+            include_in_schema=include_in_schema,
+            raw=True,
+        )
+        route.kwargs.update(methods=methods, raw=True)
+        self.routes.append(route)
+        self._version += 1
+        return route
+
+    def route(
+        self,
+        path: str,
+        methods: Sequence[str] | None = None,
+        name: str | None = None,
+        include_in_schema: bool = True,
+    ) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        def decorator(func: DecoratedCallable) -> DecoratedCallable:
+            self.add_route(
+                path, func, methods=methods, name=name, include_in_schema=include_in_schema
+            )
+            return func
+
+        return decorator
+
+    def include_router(
+        self,
+        router: APIRouter,
+        *,
+        prefix: str = "",
+        tags: list[Any] | None = None,
+        dependencies: Sequence[Any] | None = None,
+        default_response_class: Any = DEFAULT_JSON,
+        responses: dict[Any, Any] | None = None,
+        deprecated: bool | None = None,
+        include_in_schema: bool = True,
+        priority: int | Priority | None = None,
+        **ignored: Any,
+    ) -> None:
+        """Copy ``router``'s routes (as they are now) under ``prefix``, with
+        ``tags``, ``dependencies`` and ``priority`` added; its startup and
+        shutdown handlers and lifespan join this router's."""
+        if router is self:
+            raise ValueError("cannot include a router into itself")
+        if prefix:
+            if not prefix.startswith("/"):
+                raise ValueError("a path prefix must start with '/'")
+            if prefix.endswith("/"):
+                raise ValueError("a path prefix must not end with '/'")
+        inc_priority = _to_priority(priority)
+        for route in router.routes:
+            kw = dict(route.kwargs)
+            if kw.pop("raw", False):
+                self.add_route(
+                    prefix + route.path,
+                    route.endpoint,
+                    methods=kw.get("methods"),
+                    name=route.name,
+                    include_in_schema=route.include_in_schema and include_in_schema,
+                )
+                continue
+            route_priority = kw.pop("priority", None)
+            if route_priority is None:
+                route_priority = router.priority if router.priority is not None else inc_priority
+            response_class = _keep_default(
+                _keep_default(
+                    kw.pop("response_class", DEFAULT_JSON), router.default_response_class
+                ),
+                default_response_class,
+            )
+            kw.pop("dependencies", None)
+            kw.pop("tags", None)
+            strict = _keep_default(
+                kw.pop("strict_content_type", DEFAULT_TRUE), router.strict_content_type
+            )
+            methods = kw.pop("methods", None)
+            self.add_api_route(
+                prefix + route.path,
+                route.endpoint,
+                methods=methods,
+                response_class=response_class,
+                dependencies=[*(dependencies or []), *route.dependencies],
+                tags=[*(tags or []), *route.tags],
+                priority=route_priority,
+                strict_content_type=strict,
+                status_code=route.status_code,
+                response_model=route.response_model_arg,
+                name=route.name,
+                summary=route.summary,
+                description=route.description,
+                include_in_schema=route.include_in_schema and include_in_schema,
+                **kw,
+            )
+        self.on_startup.extend(router.on_startup)
+        self.on_shutdown.extend(router.on_shutdown)
+        self.lifespans.extend(router.lifespans)
+
+    # -- events ------------------------------------------------------------------------
+
+    def add_event_handler(self, event_type: str, func: Callable[[], Any]) -> None:
+        if event_type == "startup":
+            self.on_startup.append(func)
+        elif event_type == "shutdown":
+            self.on_shutdown.append(func)
+        else:
+            raise ValueError(f"event_type must be 'startup' or 'shutdown', not {event_type!r}")
+
+    def on_event(self, event_type: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        def decorator(func: DecoratedCallable) -> DecoratedCallable:
+            self.add_event_handler(event_type, func)
+            return func
+
+        return decorator
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> str:
+        for route in self.routes:
+            if route.name == name and route.param_names == set(path_params):
+                return route.url_path_for(**path_params)
+        raise LookupError(f"no route named {name!r} with parameters {sorted(path_params)}")
+
+
+def _keep_default(value: Any, fallback: Any) -> Any:
+    """``value`` if the user chose it, else ``fallback`` (itself maybe a default)."""
+    return fallback if isinstance(value, DefaultPlaceholder) else value

@@ -1,0 +1,298 @@
+"""Imports point down only (docs: /work/shared/DESIGN.md "Layers").
+
+Every module under rawserve/ is parsed with ``ast``; every import it makes,
+at top level, inside functions, under TYPE_CHECKING, absolute or relative, is
+an arrow that must be allowed by the table below. A module the table does not
+know fails the test until someone classifies it.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "rawserve"
+
+L0 = "L0 core values"
+L1 = "L1 sans-IO"
+L2 = "L2 async"
+L3 = "L3 I/O"
+RANK = {L0: 0, L1: 1, L2: 2, L3: 3}
+
+# Module (dotted, without the "rawserve." prefix; "" is the package itself) ->
+# layer. Entries ending in ".*" cover a whole subpackage.
+LAYERS: dict[str, str] = {
+    "errors": L0,
+    "config": L0,
+    "events": L0,
+    "priority": L0,
+    # Protocol adapters: sans-IO, and never each other.
+    "protocols": L1,
+    "protocols.*": L1,
+    # Scheduler, memory cache, model runtime: sans-IO like the protocols.
+    "inference": L1,
+    "inference.*": L1,
+    "body": L2,
+    "stream": L2,
+    "app": L2,
+    "routing": L2,
+    "params": L2,
+    "requests": L2,
+    "responses": L2,
+    "datastructures": L2,
+    "exceptions": L2,
+    "status": L2,
+    "encoders": L2,
+    "background": L2,
+    "engine": L2,
+    "push": L2,
+    "metrics": L2,
+    # The built-in app is an app like a user's: it may not touch sockets.
+    "builtin_app": L2,
+    # The package facade re-exports run() and Server, so it sits on top.
+    "": L3,
+    "server": L3,
+    "tls": L3,
+    "__main__": L3,
+    "testclient": L3,
+    "client": L3,
+}
+
+# Modules whose imports make something a protocol module: L2 must never import
+# one (the stream driver speaks events, not a particular HTTP version).
+PROTOCOL_PACKAGE = "protocols"
+
+L1_THIRD_PARTY = {"h2", "hpack", "hyperframe", "httptools", "aioquic", "numpy", "onnxruntime"}
+PROTOCOL_LIBRARIES = {"h2", "hpack", "hyperframe", "httptools", "aioquic"}
+L1_FORBIDDEN_STDLIB = {"asyncio", "socket", "ssl", "threading", "selectors"}
+L2_FORBIDDEN_STDLIB = {"socket", "ssl"}
+
+
+@dataclass(frozen=True)
+class Import:
+    importer: str  # dotted name inside the package ("protocols.http1")
+    target: str  # absolute dotted name ("rawserve.events", "h2.connection")
+    line: int
+
+
+def module_name(path: Path, package_dir: Path) -> str:
+    rel = path.relative_to(package_dir).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer_of(name: str) -> str | None:
+    if name in LAYERS:
+        return LAYERS[name]
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        wildcard = ".".join(parts[:i]) + ".*"
+        if wildcard in LAYERS:
+            return LAYERS[wildcard]
+    return None
+
+
+def is_protocol_module(name: str) -> bool:
+    return name == PROTOCOL_PACKAGE or name.startswith(PROTOCOL_PACKAGE + ".")
+
+
+def collect_imports(path: Path, package_dir: Path, package: str) -> list[Import]:
+    """Every import in the file, with relative ones made absolute and ``from X
+    import y`` resolved to the submodule X.y when one exists."""
+    name = module_name(path, package_dir)
+    is_package = path.name == "__init__.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[Import] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend(Import(name, alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                own = [package, *name.split(".")] if name else [package]
+                base_parts = own if is_package else own[:-1]
+                if node.level > 1:
+                    base_parts = base_parts[: len(base_parts) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                target = base
+                if candidate.startswith(package + ".") and _exists(candidate, package_dir, package):
+                    target = candidate
+                found.append(Import(name, target, node.lineno))
+    return found
+
+
+def _exists(dotted: str, package_dir: Path, package: str) -> bool:
+    rel = Path(*dotted.split(".")[1:])
+    return (package_dir / rel).with_suffix(".py").is_file() or (
+        package_dir / rel / "__init__.py"
+    ).is_file()
+
+
+def check_arrow(imp: Import, package: str, inits: set[str]) -> str | None:
+    """Why this import breaks the layering, or None."""
+    layer = layer_of(imp.importer)
+    assert layer is not None
+    top = imp.target.split(".")[0]
+    where = f"{imp.importer or package} (line {imp.line}) imports {imp.target}"
+    if top == package:
+        inner = imp.target[len(package) + 1 :] if imp.target != package else ""
+        target_layer = layer_of(inner)
+        if target_layer is None:
+            return f"{where}, which is not in the layer table of tests/test_layers.py"
+        if RANK[target_layer] > RANK[layer]:
+            return f"{where}: {layer} may not import {target_layer} (arrow points up)"
+        if layer == L1 and target_layer == L1 and inner != imp.importer:
+            # A package's __init__ may gather its own submodules.
+            own_package = imp.importer and inner.startswith(imp.importer + ".")
+            if not (imp.importer in inits and own_package):
+                return f"{where}: L1 modules may not import each other (arrow points sideways)"
+        if layer == L2 and is_protocol_module(inner):
+            return f"{where}: L2 may not import a protocol module"
+        return None
+    if layer == L3:
+        return None
+    stdlib = top in sys.stdlib_module_names or top == "__future__"
+    if layer == L0:
+        return None if stdlib else f"{where}: L0 may import the standard library only"
+    if layer == L1:
+        if stdlib:
+            return f"{where}: L1 is sans-IO" if top in L1_FORBIDDEN_STDLIB else None
+        if top in L1_THIRD_PARTY:
+            return None
+        return f"{where}: L1 may import only {', '.join(sorted(L1_THIRD_PARTY))}"
+    if top in L2_FORBIDDEN_STDLIB:
+        return f"{where}: L2 does no socket or TLS I/O"
+    if top in PROTOCOL_LIBRARIES:
+        return f"{where}: L2 may not use a protocol library (that is L1's job)"
+    return None
+
+
+def check_package(package_dir: Path, package: str = PACKAGE) -> list[str]:
+    """Every layering violation in the package, as readable lines."""
+    problems: list[str] = []
+    files = sorted(package_dir.rglob("*.py"))
+    inits = {module_name(p, package_dir) for p in files if p.name == "__init__.py"}
+    for path in files:
+        name = module_name(path, package_dir)
+        layer = layer_of(name)
+        if layer is None:
+            problems.append(
+                f"{path.relative_to(package_dir.parent)} is not classified: add "
+                f"{name!r} to LAYERS in tests/test_layers.py (see DESIGN.md, Layers)"
+            )
+            continue
+        for imp in collect_imports(path, package_dir, package):
+            problem = check_arrow(imp, package, inits)
+            if problem:
+                problems.append(problem)
+        if layer == L1:
+            problems.extend(_async_in_sans_io(path, name))
+    return problems
+
+
+def _async_in_sans_io(path: Path, name: str) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        f"{name} (line {node.lineno}): L1 is sans-IO, no {type(node).__name__}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AsyncFunctionDef | ast.Await | ast.AsyncFor | ast.AsyncWith)
+    ]
+
+
+# -- the real package ----------------------------------------------------------
+
+
+def test_imports_point_down_only() -> None:
+    problems = check_package(ROOT / PACKAGE)
+    assert not problems, "layering violations:\n  " + "\n  ".join(problems)
+
+
+def test_every_module_is_seen() -> None:
+    # Guards the walker itself: an empty result would make the test above vacuous.
+    names = {module_name(p, ROOT / PACKAGE) for p in (ROOT / PACKAGE).rglob("*.py")}
+    assert {"errors", "config", "events", "priority"} <= names
+
+
+# -- the checker catches what it should -----------------------------------------
+
+
+def make_package(tmp_path: Path, files: dict[str, str]) -> Path:
+    pkg = tmp_path / PACKAGE
+    for rel, source in {"__init__.py": "", "protocols/__init__.py": "", **files}.items():
+        path = pkg / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return pkg
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"config.py": "import numpy\n"}, "L0 may import"),
+        ({"events.py": "from rawserve.stream import X\n", "stream.py": ""}, "points up"),
+        ({"protocols/http1.py": "import asyncio\n"}, "L1 is sans-IO"),
+        ({"protocols/http1.py": "def f():\n    import socket\n"}, "L1 is sans-IO"),
+        ({"protocols/http1.py": "import orjson\n"}, "L1 may import only"),
+        (
+            {"protocols/http1.py": "from . import http2\n", "protocols/http2.py": ""},
+            "sideways",
+        ),
+        (
+            {"protocols/http1.py": "from .http2 import X\n", "protocols/http2.py": ""},
+            "sideways",
+        ),
+        (
+            {"protocols/http1.py": "from ..stream import X\n", "stream.py": ""},
+            "points up",
+        ),
+        ({"protocols/http2.py": "async def f() -> None:\n    pass\n"}, "AsyncFunctionDef"),
+        ({"stream.py": "from rawserve.protocols import http2\n", "protocols/http2.py": ""}, "L2"),
+        ({"stream.py": "import rawserve.protocols.http1\n", "protocols/http1.py": ""}, "L2"),
+        ({"stream.py": "from .protocols.http1 import C\n", "protocols/http1.py": ""}, "L2"),
+        ({"app.py": "import ssl\n"}, "L2 does no socket"),
+        ({"app.py": "import h2.connection\n"}, "protocol library"),
+        ({"app.py": "from rawserve.server import Server\n", "server.py": ""}, "points up"),
+        ({"app.py": "from rawserve import run\n"}, "points up"),
+        (
+            {
+                "app.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                "    from rawserve import tls\n",
+                "tls.py": "",
+            },
+            "points up",
+        ),
+        ({"gizmo.py": ""}, "is not classified"),
+        ({"app.py": "from rawserve.gizmo import x\n", "gizmo.py": ""}, "not in the layer table"),
+    ],
+)
+def test_checker_reports(tmp_path: Path, files: dict[str, str], expected: str) -> None:
+    problems = check_package(make_package(tmp_path, files))
+    assert any(expected in p for p in problems), problems
+
+
+def test_checker_allows_downward_and_permitted_imports(tmp_path: Path) -> None:
+    files = {
+        "errors.py": "import dataclasses\n",
+        "priority.py": "",
+        "events.py": "from rawserve.priority import Priority\n",
+        "protocols/__init__.py": "from . import http1\n",
+        "protocols/http1.py": "import httptools\nfrom ..events import RequestReceived\n",
+        "protocols/http2.py": "import h2.connection\nfrom rawserve import errors\n",
+        "inference/__init__.py": "",
+        "inference/scheduler.py": "import heapq\nimport numpy as np\n",
+        "stream.py": "import asyncio\nfrom rawserve.inference.scheduler import S\n",
+        "app.py": "import orjson\nfrom . import stream\nfrom .events import X\n",
+        "server.py": "import socket, ssl\nfrom rawserve.protocols.http1 import C\n",
+        "__init__.py": "from rawserve.server import run\n",
+    }
+    assert check_package(make_package(tmp_path, files)) == []
