@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from rawserve.datastructures import State
+from rawserve.encoders import jsonable_encoder
 from rawserve.errors import BodyTooLarge, ClientDisconnected
 from rawserve.exceptions import HTTPException, RequestValidationError
 from rawserve.priority import DEFAULT_PRIORITY, Priority
-from rawserve.requests import JSONDecodeError, MultiPartException, Request
+from rawserve.requests import JSONDecodeError, Request
 from rawserve.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from rawserve.routing import (
     DEFAULT_JSON,
@@ -66,6 +67,15 @@ def _jsonable_ctx(value: Any) -> Any:
     return value
 
 
+def _jsonable_input(value: Any) -> Any:
+    try:
+        return jsonable_encoder(value)
+    except Exception:
+        # An input JSON cannot carry (an UploadFile, say) must not turn the
+        # 422 into a 500.
+        return repr(value)
+
+
 def _error_list(errors: Sequence[Any]) -> list[Any]:
     out = []
     for err in errors:
@@ -73,8 +83,10 @@ def _error_list(errors: Sequence[Any]) -> list[Any]:
             err = dict(err)
             if "loc" in err:
                 err["loc"] = list(err["loc"])
+            if "input" in err:
+                err["input"] = _jsonable_input(err["input"])
             if "ctx" in err:
-                err["ctx"] = _jsonable_ctx(err["ctx"])
+                err["ctx"] = _jsonable_input(_jsonable_ctx(err["ctx"]))
         out.append(err)
     return out
 
@@ -94,10 +106,6 @@ async def _client_disconnected(request: Request, exc: ClientDisconnected) -> Res
     return Response(status_code=499)
 
 
-async def _bad_form(request: Request, exc: MultiPartException) -> Response:
-    return JSONResponse({"detail": str(exc)}, status_code=400)
-
-
 async def _bad_json(request: Request, exc: JSONDecodeError) -> Response:
     # A handler's own ``await request.json()`` failed: the client's fault, not a 500.
     return JSONResponse(
@@ -110,7 +118,6 @@ _DEFAULT_HANDLERS: dict[Any, ExceptionHandler] = {
     RequestValidationError: request_validation_exception_handler,
     BodyTooLarge: _body_too_large,
     ClientDisconnected: _client_disconnected,
-    MultiPartException: _bad_form,
     JSONDecodeError: _bad_json,
 }
 

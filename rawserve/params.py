@@ -1,14 +1,16 @@
-"""Parameter markers (``Query``, ``Path``, ``Body``, ``Depends``...) and the
-per-type validators that turn strings and JSON values into handler arguments.
+"""Binding a handler's parameters from the request, FastAPI's way.
 
-Validation errors are pydantic v2 shaped dicts (``type``, ``loc``, ``msg``,
-``input``, optional ``ctx``) so the 422 body is the one FastAPI sends. The
-common scalars and containers are validated here without pydantic; models,
-dataclasses and other types go through ``pydantic.TypeAdapter`` when pydantic
-is installed, and through a small dataclass validator when it is not.
+Three parts: the markers users write (``Query``, ``Path``, ``Body``,
+``Depends``...); validators that turn strings and JSON values into the
+annotated types; and ``get_dependant``/``solve``, which read a signature once
+at registration and bind it per request.
 
-Signature analysis and per-request solving live in ``rawserve.dependencies``'s
-place here too (``Dependant``, ``solve``), below the validators.
+Errors are pydantic v2 shaped dicts (``type``, ``loc``, ``msg``, ``input``,
+optional ``ctx``) so the 422 body is the one FastAPI sends. Common scalars and
+containers are validated here without pydantic (the same messages, tested
+against it); models, dataclasses and other types go through
+``pydantic.TypeAdapter`` when pydantic is installed, and dataclasses through a
+small validator of our own when it is not.
 """
 
 from __future__ import annotations
@@ -1472,7 +1474,8 @@ async def solve(dep: Dependant, ctx: SolveContext) -> dict[str, Any]:
         if ctx.overrides:
             sub = _overridden(sub, ctx)
         if sub.use_cache and key in ctx.cache:
-            values[sub.name] = ctx.cache[key]  # type: ignore[index]
+            if sub.name is not None:
+                values[sub.name] = ctx.cache[key]
             continue
         before = len(errors)
         kwargs = await solve(sub, ctx)
@@ -1485,7 +1488,8 @@ async def solve(dep: Dependant, ctx: SolveContext) -> dict[str, Any]:
             solved = await run_sync(sub.call, kwargs)
         else:
             solved = await ctx.enter(sub, kwargs)
-        values[sub.name] = solved  # type: ignore[index]
+        if sub.name is not None:
+            values[sub.name] = solved
         if key not in ctx.cache:
             ctx.cache[key] = solved
     for f in dep.params:

@@ -465,7 +465,14 @@ class APIRoute:
             return None
         if not body_allowed(self.status_code):
             raise ValueError(f"status code {self.status_code} must not have a response body")
-        return _ResponseModel(model, extra)
+        if explicit:
+            return _ResponseModel(model, extra)
+        try:
+            return _ResponseModel(model, extra)
+        except Exception:
+            # A return annotation pydantic cannot build a schema for (a union
+            # with a Response, say) is documentation, not a contract.
+            return None
 
     def _fast_json(self, flat: list[p.Field]) -> Callable[[bytes], Any] | None:
         if self.embed or len(flat) != 1 or self.is_form:

@@ -17,7 +17,7 @@ import ssl
 import sys
 from collections import deque
 from email.utils import formatdate
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from rawserve.config import Config
 from rawserve.errors import ConfigError, StreamClosedError
@@ -130,8 +130,8 @@ class HTTPConnection(asyncio.Protocol):
         if self.http2 is False and type(event) in (ResponseEnd, ResponseBody, ResponseStart):
             end = (
                 type(event) is ResponseEnd
-                or (type(event) is ResponseBody and event.end_stream)  # type: ignore[union-attr]
-                or (type(event) is ResponseStart and event.end_stream)  # type: ignore[union-attr]
+                or (type(event) is ResponseBody and event.end_stream)
+                or (type(event) is ResponseStart and event.end_stream)
             )
             if end:
                 self.loop.call_soon(self._h1_response_done, event.stream_id)
@@ -172,7 +172,8 @@ class HTTPConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=self.limits.write_buffer_bytes)
         peer = transport.get_extra_info("peername")
@@ -592,7 +593,9 @@ class Server:
                 raise ConfigError(
                     f"port {port} on {self.config.host} is already in use"
                 ) from None
-            raise ConfigError(f"cannot listen on {self.config.host}:{port}: {exc.strerror}") from None
+            raise ConfigError(
+                f"cannot listen on {self.config.host}:{port}: {exc.strerror}"
+            ) from None
         self._listeners.append(srv)
         return srv
 
@@ -676,9 +679,8 @@ async def serve(app: App, config: Config, *, install_signals: bool = True) -> No
     loop.set_exception_handler(_quiet_exception_handler)
     server = Server(app, config)
     async with server:
-        for url in server.urls():
-            log.info("rawserve listening on %s", url)
-        print("rawserve ready: " + "; ".join(server.urls()), file=sys.stderr, flush=True)
+        banner = ["rawserve ready:"] + [f"  {url}" for url in server.urls()]
+        print("\n".join(banner), file=sys.stderr, flush=True)
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):

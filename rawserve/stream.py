@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from rawserve.body import BodyStream
 from rawserve.config import Config
-from rawserve.errors import StreamClosedError
+from rawserve.errors import BodyTooLarge, ClientDisconnected, StreamClosedError
 from rawserve.events import (
     InformationalResponse,
     OutgoingEvent,
@@ -49,7 +49,9 @@ class ConnectionHandle(Protocol):
     """What a driver needs from its connection (implemented in server.py)."""
 
     client: tuple[str, int] | None
-    server: tuple[str, int] | None
+
+    @property
+    def server_address(self) -> tuple[str, int] | None: ...
 
     def send(self, event: OutgoingEvent) -> None: ...
 
@@ -131,7 +133,7 @@ class StreamDriver:
         try:
             self._move(HANDLING)
             request = Request(
-                self.event, self.body, client=self.conn.client, server=self.conn.server,
+                self.event, self.body, client=self.conn.client, server=self.conn.server_address,
                 app=self.app,
             )
             self.request = request
@@ -183,20 +185,26 @@ class StreamDriver:
         conn = self.conn
         headers: list[tuple[bytes, bytes]] = response.raw_headers()
         head_only = self.event.method == "HEAD"
+        # HTTP/2 and HTTP/3: a response may be complete before its request
+        # (RFC 9113 8.1). Its last frame then waits until the rest of the request
+        # body has been read (bounded), so the stream ends cleanly and a
+        # malformed rest (content-length mismatch, a second HEADERS) still gets
+        # its PROTOCOL_ERROR instead of vanishing into a closed stream.
+        hold = not self.body.complete and self.event.http_version in ("2", "3")
         self._move(SENDING)
         body = getattr(response, "body", None)
         sent = 0
         if body is not None and not getattr(response, "is_streaming", False):
             # The common case: the whole body is known. One start, one body.
             if head_only or not body:
-                conn.send(ResponseStart(sid, response.status_code, headers, end_stream=True))
+                conn.send(ResponseStart(sid, response.status_code, headers, end_stream=not hold))
             else:
                 conn.send(ResponseStart(sid, response.status_code, headers))
-                conn.send(ResponseBody(sid, body, end_stream=True))
+                conn.send(ResponseBody(sid, body, end_stream=not hold))
                 sent = len(body)
                 await conn.drain(sid)
         else:
-            conn.send(ResponseStart(sid, response.status_code, headers, end_stream=head_only))
+            conn.send(ResponseStart(sid, response.status_code, headers))
             if not head_only:
                 chunks: AsyncIterator[bytes] = response.body_chunks()
                 async for chunk in chunks:
@@ -206,16 +214,37 @@ class StreamDriver:
                         conn.send(ResponseBody(sid, chunk))
                         sent += len(chunk)
                         await conn.drain(sid)
-                if self.state != RESET:
-                    conn.send(ResponseEnd(sid))
+            hold = not self.body.complete and self.event.http_version in ("2", "3")
+            if self.state != RESET and not hold:
+                conn.send(ResponseEnd(sid))
         if self.state == RESET:
             return sent
+        if hold:
+            finished = await self._drain_request_body()
+            if self.state == RESET:
+                return sent
+            conn.send(ResponseEnd(sid))
+            if not finished:
+                # Tell the client to stop sending the rest (RFC 9113 8.1).
+                conn.send(ResetStream(sid, 0))
         self._move(DONE)
-        if not self.body.complete and self.event.http_version in ("2", "3"):
-            # RFC 9113 8.1: a complete response before the request ended; tell
-            # the client to stop sending the rest with NO_ERROR.
-            conn.send(ResetStream(sid, 0))
         return sent
+
+    async def _drain_request_body(self) -> bool:
+        """Read and drop what is left of the request body, within
+        ``read_buffer_bytes`` and ``header_timeout_s``; True if it ended."""
+        budget = self.config.limits.read_buffer_bytes
+        try:
+            async with asyncio.timeout(self.config.limits.header_timeout_s):
+                while True:
+                    chunk = await self.body.read_chunk()
+                    if chunk is None:
+                        return True
+                    budget -= len(chunk)
+                    if budget < 0:
+                        return False
+        except (TimeoutError, BodyTooLarge, ClientDisconnected):
+            return False
 
     def _abandon(self) -> None:
         """The handler or its body iterator failed."""

@@ -177,3 +177,41 @@ def test_is_an_httpx_client_lookalike() -> None:
         assert isinstance(client.get("/echo"), httpx.Response)
     finally:
         client.close()
+
+
+def test_with_a_rawserve_app_like_fastapis_client() -> None:
+    from rawserve.app import RawServe
+
+    events: list[str] = []
+    app = RawServe()
+
+    @app.on_event("startup")
+    async def up() -> None:
+        events.append("startup")
+
+    @app.on_event("shutdown")
+    def down() -> None:
+        events.append("shutdown")
+
+    @app.get("/items/{item_id}")
+    def item(item_id: int, q: str | None = None) -> dict[str, Any]:
+        return {"item_id": item_id, "q": q}
+
+    @app.get("/fail")
+    async def fail() -> None:
+        raise KeyError("missing thing")
+
+    with TestClient(app) as client:
+        assert events == ["startup"]
+        assert client.get("/items/3?q=x").json() == {"item_id": 3, "q": "x"}
+        r = client.get("/items/abc")
+        assert r.status_code == 422
+        assert r.json()["detail"][0]["loc"] == ["path", "item_id"]
+        assert client.get("/nope").status_code == 404
+        with pytest.raises(KeyError, match="missing thing"):
+            client.get("/fail")
+    assert events == ["startup", "shutdown"]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/fail")
+        assert r.status_code == 500
+        assert "missing thing" not in r.text

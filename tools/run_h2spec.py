@@ -39,6 +39,8 @@ KNOWN_HEADER = """\
 """
 MODES = ("tls", "h2c")
 STARTUP_TIMEOUT_S = 60.0
+# Past this many, further failures of one mode add nothing but scrolling.
+MAX_LISTED = 40
 
 
 class SetupError(Exception):
@@ -153,7 +155,7 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 @contextlib.contextmanager
-def rawserve(app: str | None, workdir: Path) -> Iterator[tuple[int, int, Path]]:
+def rawserve(app: str | None, workdir: Path, extra: list[str]) -> Iterator[tuple[int, int, Path]]:
     """A running ``python -m rawserve``; yields (http_port, tls_port, log path)."""
     certs = workdir / "certs"
     http_port, tls_port = free_port(), free_port()
@@ -176,6 +178,7 @@ def rawserve(app: str | None, workdir: Path) -> Iterator[tuple[int, int, Path]]:
         "--keyfile", str(certs / "dev-key.pem"),
         "--log-level", "warning",
         "--graceful-timeout", "1",
+        *extra,
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -231,9 +234,11 @@ def summarize(result: Result, known: set[str]) -> list[str]:
     if result.skipped:
         line += f", {len(result.skipped)} skipped"
     lines = [line]
-    for case, detail in result.failed.items():
-        if case not in known:
-            lines.append(f"  FAILED {case}  {detail}")
+    unexpected = [(case, detail) for case, detail in result.failed.items() if case not in known]
+    for case, detail in unexpected[:MAX_LISTED]:
+        lines.append(f"  FAILED {case}  {detail}")
+    if len(unexpected) > MAX_LISTED:
+        lines.append(f"  ... and {len(unexpected) - MAX_LISTED} more unexpected failures")
     for case in sorted(known - set(result.failed)):
         if case in result.passed:
             lines.append(f"  note: {case} now passes; remove it from {KNOWN_FAILURES.name}")
@@ -247,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="/", help="request path h2spec uses (%(default)s)")
     parser.add_argument("--timeout", type=int, default=2, help="h2spec -o seconds (%(default)s)")
     parser.add_argument("--keep-reports", type=Path, help="copy JUnit and text reports here")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), help="server's --loop")
     args = parser.parse_args(argv)
     modes = args.mode or list(MODES)
     with tempfile.TemporaryDirectory(prefix="rawserve-h2spec-") as tmp:
@@ -255,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             h2spec = find_h2spec(workdir)
             known = read_known_failures()
             results: list[Result] = []
-            with rawserve(args.app, workdir) as (http_port, tls_port, log):
+            extra = ["--loop", args.loop] if args.loop else []
+            with rawserve(args.app, workdir, extra) as (http_port, tls_port, log):
                 for mode in modes:
                     port = tls_port if mode == "tls" else http_port
                     results.append(run_mode(h2spec, mode, port, args.timeout, args.path, workdir))

@@ -26,7 +26,7 @@ from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes
-from h2.stream import StreamClosedBy
+from h2.stream import StreamClosedBy, StreamState
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError
 from hyperframe.frame import (
@@ -75,6 +75,9 @@ DEFAULT_WINDOW = 65_535
 # Past this many HEADERS + CONTINUATION bytes (or decoded header list bytes) the
 # block is not decoded at all: an attack, not a large request.
 HARD_HEADER_FACTOR = 2
+# Frames (HEADERS and its CONTINUATIONs) in one header block. h2 has a
+# similar backlog limit but answers PROTOCOL_ERROR, not ENHANCE_YOUR_CALM.
+MAX_CONTINUATIONS = 63
 
 CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -165,6 +168,10 @@ class _FrameBuffer(FrameBuffer):
             self._block += len(f.data)
             if self._block > self._max_block:
                 msg = f"header block larger than {self._max_block} bytes"
+                raise h2.exceptions.DenialOfServiceError(msg)
+            if len(self._headers_buffer) >= MAX_CONTINUATIONS:
+                # Also counts empty frames, which the byte limit cannot see.
+                msg = f"header block of more than {MAX_CONTINUATIONS} frames"
                 raise h2.exceptions.DenialOfServiceError(msg)
         result = super()._update_header_buffer(f)
         if not self._headers_buffer:
@@ -321,6 +328,13 @@ class _Core(h2.connection.H2Connection):
                 and (self.refuse_new or self.open_inbound_streams >= self.max_streams)
             ):
                 return self._refuse_stream(frame)
+            stream = self.streams.get(sid)
+            if (
+                stream is not None
+                and "END_STREAM" not in frame.flags
+                and stream.state_machine.state == StreamState.OPEN
+            ):
+                return self._unended_trailers(frame)
             return super()._receive_headers_frame(frame)
         except h2.exceptions.DenialOfServiceError:
             raise
@@ -332,6 +346,14 @@ class _Core(h2.connection.H2Connection):
                 # COMPRESSION_ERROR; h2 says PROTOCOL_ERROR.
                 raise _CompressionError(str(exc)) from exc
             raise
+
+    def _unended_trailers(self, frame: HeadersFrame) -> tuple[list[Frame], list[h2.events.Event]]:
+        # Trailers without END_STREAM make the request malformed (RFC 9113
+        # section 8.1): a stream error, where h2 closes the connection.
+        h2.connection._decode_headers(self.decoder, frame.data)
+        self._count_reset()
+        self.reset_stream(frame.stream_id, ErrorCodes.PROTOCOL_ERROR)
+        return [], [_stream_reset(frame.stream_id, ErrorCodes.PROTOCOL_ERROR)]
 
     def _refuse_stream(self, frame: HeadersFrame) -> tuple[list[Frame], list[h2.events.Event]]:
         # h2 answers one stream too many with a connection error and without
@@ -551,6 +573,9 @@ class H2Connection:
         )
         self._conn.max_inbound_frame_size = limits.max_frame_bytes
         self._streams: dict[int, _Stream] = {}
+        # Streams answered before their request ended (bounded by h2, which
+        # still counts them as open).
+        self._answered: set[int] = set()
         self._last_stream_id = 0  # highest stream handed to the application
         # PRIORITY_UPDATE frames that arrived before their request (RFC 9218
         # section 7.1), at most max_concurrent_streams of them.
@@ -657,6 +682,8 @@ class H2Connection:
             return self._translate(h2_events)
         except h2.exceptions.ProtocolError as exc:
             return [self._abort(int(exc.error_code), str(exc))]
+        except Exception as exc:
+            return [self._abort(ErrorCodes.INTERNAL_ERROR, f"internal error: {exc!r}")]
 
     def _abort(self, error_code: int, reason: str) -> ConnectionTerminated:
         """A connection error found outside h2: write the GOAWAY ourselves."""
@@ -678,6 +705,7 @@ class H2Connection:
     def _close(self) -> None:
         self._closed = True
         self._streams.clear()
+        self._answered.clear()
         self._early_priorities.clear()
 
     def _translate(self, h2_events: list[h2.events.Event]) -> list[IncomingEvent]:
@@ -700,6 +728,7 @@ class H2Connection:
                 else:
                     flush_all = True
             elif isinstance(ev, h2.events.StreamReset):
+                self._answered.discard(ev.stream_id)
                 stream = self._streams.get(ev.stream_id)
                 if stream is not None:
                     self._drop(ev.stream_id, stream)
@@ -740,6 +769,7 @@ class H2Connection:
             return
         if req.size > self._limits.max_header_bytes:
             self._refuse(sid, 431, ended)
+            self._conn._count_reset()
             return
         priority = DEFAULT_PRIORITY
         rfc9218 = False
@@ -783,9 +813,14 @@ class H2Connection:
         data = ev.data
         stream = self._streams.get(sid)
         if stream is None:
-            # A stream we reset or refused in this same batch: nobody will
-            # consume it, so hand the window back now.
+            # Nobody will consume it (a stream reset in this same batch, or
+            # one whose response is complete): hand the window back now.
             self._conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+            if sid in self._answered and ev.stream_ended is None:
+                # RFC 9113 section 8.1: the response is complete, so the
+                # client may stop sending the request.
+                self._answered.discard(sid)
+                self._reset(sid, ErrorCodes.NO_ERROR)
             return
         padding = ev.flow_controlled_length - len(data)
         if padding:
@@ -798,6 +833,7 @@ class H2Connection:
     def _on_stream_ended(self, sid: int, out: list[IncomingEvent]) -> None:
         stream = self._streams.get(sid)
         if stream is None:
+            self._answered.discard(sid)
             return
         if stream.expected_length is not None and stream.received != stream.expected_length:
             # Only trailers can end a stream short of content-length: h2
@@ -807,8 +843,6 @@ class H2Connection:
             return
         stream.request_ended = True
         out.append(EndOfRequest(sid))
-        if stream.response_done:
-            self._forget(sid, stream)
 
     def _on_trailers(self, ev: h2.events.TrailersReceived, out: list[IncomingEvent]) -> None:
         sid = ev.stream_id
@@ -1032,11 +1066,11 @@ class H2Connection:
     def _finish(self, sid: int, stream: _Stream) -> None:
         """The response is complete."""
         if not stream.request_ended:
-            # RFC 9113 section 8.1: the client may stop sending the request.
-            try:
-                self._conn.reset_stream(sid, ErrorCodes.NO_ERROR)
-            except h2.exceptions.ProtocolError:
-                pass
+            # The rest of the request body is discarded as it arrives. The
+            # stream is reset (NO_ERROR) only if more DATA comes: resetting at
+            # once would race the client's own frames on the stream, and
+            # h2's stream state keeps it within the concurrency limit.
+            self._answered.add(sid)
         self._forget(sid, stream)
 
     def _reset(self, sid: int, error_code: int) -> None:

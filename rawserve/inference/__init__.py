@@ -1,0 +1,1 @@
+"""Inference: the scheduler, the model runtime and the result cache (sans-IO)."""

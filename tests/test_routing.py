@@ -1,0 +1,338 @@
+"""Path compilation, route matching (NONE/PARTIAL/FULL), the route table's
+first-registered-wins order, routers and their inclusion."""
+
+# No ``from __future__ import annotations``: handlers defined inside tests
+# refer to local names in their annotations, which must evaluate eagerly.
+
+import uuid
+from typing import Any
+
+import pytest
+
+from rawserve import APIRouter, Depends, HTMLResponse, RawServe, Request, Response
+from rawserve.priority import Priority
+from rawserve.routing import (
+    APIRoute,
+    IntegerConvertor,
+    Match,
+    RouteTable,
+    StringConvertor,
+    compile_path,
+)
+from tests.test_app import call
+
+
+def _noop() -> None:
+    return None
+
+
+# -- compile_path -------------------------------------------------------------------------
+
+
+def test_compile_path_builds_regex_format_and_convertors() -> None:
+    regex, fmt, convs = compile_path("/users/{user_id:int}/files/{rest:path}")
+    assert fmt == "/users/{user_id}/files/{rest}"
+    assert isinstance(convs["user_id"], IntegerConvertor)
+    m = regex.match("/users/12/files/a/b.txt")
+    assert m is not None and m.groupdict() == {"user_id": "12", "rest": "a/b.txt"}
+    assert regex.match("/users/x/files/a") is None
+
+    regex, fmt, convs = compile_path("/items/{name}")
+    assert isinstance(convs["name"], StringConvertor)
+    assert regex.match("/items/a/b") is None
+    assert regex.match("/items/") is None
+
+
+def test_compile_path_escapes_literal_text() -> None:
+    regex, _, _ = compile_path("/v1.0/a+b")
+    assert regex.match("/v1.0/a+b")
+    assert regex.match("/v1x0/aab") is None
+
+
+def test_compile_path_rejects_bad_templates() -> None:
+    with pytest.raises(ValueError, match="duplicated"):
+        compile_path("/{a}/{a}")
+    with pytest.raises(ValueError, match="unknown path convertor"):
+        compile_path("/{a:nope}")
+
+
+def test_route_matches_none_partial_full_and_converts() -> None:
+    route = APIRoute("/items/{item_id:int}/{ratio:float}/{key:uuid}", _noop, methods=["PUT"])
+    key = uuid.uuid4()
+    match, params = route.matches("PUT", f"/items/3/0.5/{key}")
+    assert match is Match.FULL
+    assert params == {"item_id": 3, "ratio": 0.5, "key": key}
+    assert route.matches("GET", f"/items/3/0.5/{key}")[0] is Match.PARTIAL
+    assert route.matches("PUT", "/items/x/0.5/{key}")[0] is Match.NONE
+
+
+def test_get_routes_also_answer_head() -> None:
+    assert APIRoute("/", _noop).methods == {"GET", "HEAD"}
+    assert APIRoute("/", _noop, methods=["post"]).methods == {"POST"}
+
+
+def test_url_path_for() -> None:
+    app = RawServe()
+
+    @app.get("/users/{user_id:int}/posts/{slug}", name="post")
+    async def post(user_id: int, slug: str) -> None:
+        return None
+
+    assert app.url_path_for("post", user_id=5, slug="hello") == "/users/5/posts/hello"
+    with pytest.raises(LookupError):
+        app.url_path_for("post", user_id=5)
+
+
+# -- the table ----------------------------------------------------------------------------
+
+
+def test_first_registered_route_wins_between_static_and_dynamic() -> None:
+    me = APIRoute("/users/me", _noop, name="me")
+    anyone = APIRoute("/users/{name}", _noop, name="anyone")
+    late_static = APIRoute("/users/late", _noop, name="late")
+    table = RouteTable([me, anyone, late_static])
+    assert table.lookup("GET", "/users/me")[0] is me
+    assert table.lookup("GET", "/users/bob")[0] is anyone
+    # Registered after the parameterised route, so never reached (as in starlette).
+    assert table.lookup("GET", "/users/late")[0] is anyone
+
+
+def test_lookup_reports_allowed_methods_for_405() -> None:
+    table = RouteTable(
+        [
+            APIRoute("/things", _noop, methods=["GET"]),
+            APIRoute("/things", _noop, methods=["POST"]),
+            APIRoute("/things/{id}", _noop, methods=["DELETE"]),
+        ]
+    )
+    route, params, allowed = table.lookup("PATCH", "/things")
+    assert route is None and params == {}
+    assert allowed == {"GET", "HEAD", "POST"}
+    assert table.lookup("PATCH", "/nothing") == (None, {}, set())
+    route, _, _ = table.lookup("POST", "/things")
+    assert route is not None and route.methods == {"POST"}
+
+
+# -- through the app ----------------------------------------------------------------------
+
+
+async def test_path_convertors_through_the_app() -> None:
+    app = RawServe()
+
+    @app.get("/int/{n:int}")
+    async def as_int(n: int) -> list[Any]:
+        return [n, type(n).__name__]
+
+    @app.get("/float/{x:float}")
+    async def as_float(x: float) -> float:
+        return x
+
+    @app.get("/uuid/{u:uuid}")
+    async def as_uuid(u: uuid.UUID) -> str:
+        return str(u)
+
+    @app.get("/path/{p:path}")
+    async def as_path(p: str) -> str:
+        return p
+
+    @app.get("/name/{name}")
+    async def as_name(name: str) -> str:
+        return name
+
+    assert (await call(app, "GET", "/int/42")).json() == [42, "int"]
+    assert (await call(app, "GET", "/int/abc")).status == 404
+    assert (await call(app, "GET", "/float/2.5")).json() == 2.5
+    u = "12345678-1234-5678-1234-567812345678"
+    assert (await call(app, "GET", f"/uuid/{u}")).json() == u
+    assert (await call(app, "GET", "/path/a/b/c")).json() == "a/b/c"
+    # Paths are matched percent-decoded, as ASGI servers hand them to starlette.
+    assert (await call(app, "GET", "/name/a%20b")).json() == "a b"
+    assert (await call(app, "GET", "/name/caf%C3%A9")).json() == "café"
+
+
+async def test_redirect_slashes() -> None:
+    app = RawServe()
+
+    @app.get("/items/")
+    async def items() -> list[int]:
+        return []
+
+    @app.get("/users")
+    async def users() -> list[int]:
+        return []
+
+    r = await call(app, "GET", "/items?x=1")
+    assert r.status == 307
+    assert r.headers["location"] == "http://testserver/items/?x=1"
+    r = await call(app, "GET", "/users/")
+    assert (r.status, r.headers["location"]) == (307, "http://testserver/users")
+    assert (await call(app, "GET", "/")).status == 404
+
+    strict = RawServe(redirect_slashes=False)
+    strict.get("/items/")(items)
+    assert (await call(strict, "GET", "/items")).status == 404
+
+
+async def test_include_router_with_prefix_tags_and_dependencies() -> None:
+    seen: list[str] = []
+
+    def router_dep() -> None:
+        seen.append("router")
+
+    def include_dep() -> None:
+        seen.append("include")
+
+    router = APIRouter(prefix="/users", tags=["users"], dependencies=[Depends(router_dep)])
+
+    @router.get("/")
+    async def list_users() -> list[str]:
+        return ["a"]
+
+    @router.get("/{username}", response_class=HTMLResponse, status_code=203)
+    async def user(username: str) -> str:
+        return f"<b>{username}</b>"
+
+    admin = APIRouter()
+
+    @admin.post("/reset")
+    async def reset() -> dict[str, bool]:
+        return {"reset": True}
+
+    router.include_router(admin, prefix="/admin")
+    app = RawServe()
+    app.include_router(router, prefix="/v1", tags=["v1"], dependencies=[Depends(include_dep)])
+
+    assert sorted(r.path for r in app.routes) == [
+        "/v1/users/",
+        "/v1/users/admin/reset",
+        "/v1/users/{username}",
+    ]
+    route = next(r for r in app.routes if r.path == "/v1/users/")
+    assert route.tags == ["v1", "users"]
+    assert (await call(app, "GET", "/v1/users/")).json() == ["a"]
+    assert seen == ["include", "router"]
+    r = await call(app, "GET", "/v1/users/ann")
+    assert (r.status, r.text, r.headers["content-type"]) == (
+        203,
+        "<b>ann</b>",
+        "text/html; charset=utf-8",
+    )
+    assert (await call(app, "POST", "/v1/users/admin/reset")).json() == {"reset": True}
+
+
+async def test_routes_added_to_a_router_after_inclusion_are_not_served() -> None:
+    router = APIRouter()
+    app = RawServe()
+    app.include_router(router)
+
+    @router.get("/late")
+    async def late() -> None:
+        return None
+
+    assert (await call(app, "GET", "/late")).status == 404
+
+
+def test_router_prefix_rules() -> None:
+    with pytest.raises(ValueError):
+        APIRouter(prefix="users")
+    with pytest.raises(ValueError):
+        APIRouter(prefix="/users/")
+    app = RawServe()
+    with pytest.raises(ValueError):
+        app.include_router(APIRouter(), prefix="/x/")
+    with pytest.raises(ValueError):
+        app.router.include_router(app.router)
+
+
+async def test_route_priority_through_router_inclusion() -> None:
+    router = APIRouter()
+
+    @router.get("/default")
+    async def default(request: Request) -> int:
+        return request.priority.urgency
+
+    @router.get("/own", priority=7)
+    async def own(request: Request) -> int:
+        return request.priority.urgency
+
+    app = RawServe()
+    app.include_router(router, prefix="/p", priority=Priority(1, incremental=True))
+    routes = {r.path: r for r in app.routes}
+    assert routes["/p/default"].priority == Priority(1, True)
+    assert routes["/p/own"].priority == Priority(7)
+    assert (await call(app, "GET", "/p/default")).json() == 1
+    assert (await call(app, "GET", "/p/own")).json() == 7
+
+
+async def test_api_route_and_starlette_style_routes() -> None:
+    app = RawServe()
+
+    @app.api_route("/both", methods=["GET", "POST"])
+    async def both(request: Request) -> str:
+        return request.method
+
+    async def plain(request: Request) -> Response:
+        return Response(f"plain {request.method}".encode(), media_type="text/plain")
+
+    app.add_route("/plain", plain, methods=["GET"])
+
+    @app.route("/decorated")
+    def decorated(request: Request) -> Response:
+        return Response(b"sync plain")
+
+    assert (await call(app, "POST", "/both")).json() == "POST"
+    assert (await call(app, "GET", "/both")).json() == "GET"
+    assert (await call(app, "GET", "/plain")).text == "plain GET"
+    assert (await call(app, "GET", "/decorated")).text == "sync plain"
+    assert (await call(app, "POST", "/plain")).status == 405
+
+
+async def test_every_method_decorator() -> None:
+    app = RawServe()
+    for method in ("get", "post", "put", "patch", "delete", "options", "head", "trace"):
+
+        async def handler(request: Request) -> str:
+            return request.method
+
+        getattr(app, method)(f"/{method}")(handler)
+        r = await call(app, method.upper(), f"/{method}")
+        assert r.status == 200, method
+        if method != "head":
+            assert r.json() == method.upper()
+
+
+def test_fastapi_keyword_arguments_are_accepted() -> None:
+    app = RawServe(title="t", version="1", docs_url=None, openapi_url=None)
+
+    @app.get(
+        "/",
+        summary="s",
+        description="d",
+        response_description="ok",
+        responses={404: {"description": "nope"}},
+        deprecated=True,
+        include_in_schema=False,
+        operation_id="root",
+        tags=["x"],
+        name="root",
+    )
+    async def root() -> None:
+        return None
+
+    route = app.routes[0]
+    assert (route.name, route.summary, route.tags, route.include_in_schema) == (
+        "root",
+        "s",
+        ["x"],
+        False,
+    )
+
+
+def test_generator_handlers_are_refused() -> None:
+    app = RawServe()
+
+    async def gen() -> Any:
+        yield 1
+
+    with pytest.raises(TypeError, match="StreamingResponse"):
+        app.get("/")(gen)
