@@ -5,7 +5,8 @@ behind one coroutine the stream driver calls for every request,
 Layers, outermost first, as in starlette: user middleware (the last added
 runs first) around the exception handlers around the router. An exception no
 handler claims becomes a 500 outside the middleware, logged with its
-traceback on ``rawserve.app``; the client sees only "Internal Server Error".
+traceback on ``rawserve.app``; the client sees only
+``{"detail": "Internal Server Error"}``.
 """
 
 from __future__ import annotations
@@ -425,7 +426,9 @@ class RawServe:
         if self.debug:
             text = "".join(traceback.format_exception(exc))
             return PlainTextResponse(text, status_code=500)
-        return PlainTextResponse("Internal Server Error", status_code=500)
+        # FastAPI sends this as text/plain; rawserve answers every error in
+        # JSON (DESIGN.md "Errors and bad input"), with the same words.
+        return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
 
     def __repr__(self) -> str:
         return f"<RawServe {self.title!r} routes={len(self.routes)}>"

@@ -21,6 +21,7 @@ import contextlib
 import contextvars
 import copy
 import dataclasses
+import datetime
 import decimal
 import enum
 import functools
@@ -787,6 +788,42 @@ def _dataclass_validator(cls: type) -> Callable[[Any], Any]:
     return v
 
 
+_ISO_TYPES: dict[Any, str] = {
+    datetime.datetime: "datetime",
+    datetime.date: "date",
+    datetime.time: "time",
+}
+
+
+def _iso_validator(tp: Any) -> Callable[[Any], Any]:
+    """Without pydantic: ISO 8601 strings (and timestamps for datetimes)."""
+    name = _ISO_TYPES[tp]
+
+    def v(value: Any) -> Any:
+        if isinstance(value, tp) and not (
+            tp is datetime.date and isinstance(value, datetime.datetime)
+        ):
+            return value
+        if (
+            tp is datetime.datetime
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            return datetime.datetime.fromtimestamp(value, tz=datetime.UTC)
+        if isinstance(value, str):
+            try:
+                return tp.fromisoformat(value.strip())
+            except ValueError as exc:
+                reason = str(exc)
+        else:
+            reason = f"expected a string, got {type(value).__name__}"
+        _fail(
+            f"{name}_parsing", f"Input should be a valid {name}, {reason}", value, {"error": reason}
+        )
+
+    return v
+
+
 def _type_hints(obj: Any) -> dict[str, Any]:
     try:
         return typing.get_type_hints(obj, include_extras=True)
@@ -858,6 +895,8 @@ def build_validator(tp: Any) -> Callable[[Any], Any]:
             pass
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _dataclass_validator(tp)
+    if tp in _ISO_TYPES:
+        return _iso_validator(tp)
     if isinstance(tp, type):
         cls = tp
 

@@ -9,7 +9,7 @@ inference handlers read the body and nothing else.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from http.cookies import _unquote
 from typing import Any
 from urllib.parse import parse_qsl
@@ -56,6 +56,7 @@ class Request:
         "_form",
         "_headers",
         "_json",
+        "_priority_listeners",
         "_query_params",
         "_state",
         "_stream",
@@ -92,6 +93,31 @@ class Request:
         self._json: Any = _NOT_READ
         self._form: FormData | None = None
         self._stream_consumed = False
+        self._priority_listeners: list[Callable[[Priority], None]] | None = None
+
+    # -- priority ----------------------------------------------------------------
+
+    def update_priority(self, priority: Priority) -> None:
+        """A PRIORITY_UPDATE (or PRIORITY frame) arrived while the request runs:
+        record it and tell whoever queued work for it (the engine moves the
+        queued item to its new urgency)."""
+        self.priority = priority
+        if self._priority_listeners:
+            for listener in list(self._priority_listeners):
+                listener(priority)
+
+    def on_priority_change(self, listener: Callable[[Priority], None]) -> Callable[[], None]:
+        """Call ``listener(priority)`` on every later change; returns a remover."""
+        if self._priority_listeners is None:
+            self._priority_listeners = []
+        self._priority_listeners.append(listener)
+        listeners = self._priority_listeners
+
+        def remove() -> None:
+            if listener in listeners:
+                listeners.remove(listener)
+
+        return remove
 
     # -- request line and headers ---------------------------------------------
 

@@ -326,8 +326,11 @@ class HTTPConnection(asyncio.Protocol):
                     self._wake_writer(event.stream_id)  # type: ignore[union-attr]
             elif t is PriorityChanged:
                 driver = self.streams.get(event.stream_id)  # type: ignore[union-attr]
-                if driver is not None and driver.request is not None:
-                    driver.request.priority = event.priority  # type: ignore[union-attr]
+                if driver is not None:
+                    if driver.request is not None:
+                        driver.request.update_priority(event.priority)  # type: ignore[union-attr]
+                    else:  # not started yet: it will begin with the new value
+                        driver.event.priority = event.priority  # type: ignore[union-attr]
             elif t is ConnectionTerminated:
                 self._shutting_down = True
             elif t is UpgradeRequested:

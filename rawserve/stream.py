@@ -130,6 +130,8 @@ class StreamDriver:
         started = time.perf_counter()
         status = 0
         sent = 0
+        response: Any = None
+        background_done = False
         try:
             self._move(HANDLING)
             request = Request(
@@ -150,6 +152,7 @@ class StreamDriver:
                 return
             status = response.status_code
             sent = await self._send_response(response)
+            background_done = True
             await response.run_background()
         except asyncio.CancelledError:
             if self.state != RESET:
@@ -162,6 +165,13 @@ class StreamDriver:
         finally:
             if self.state not in (DONE, RESET):
                 self.state = DONE
+            if response is not None and not background_done:
+                # Background tasks and yield-dependency cleanup run even when the
+                # client went away (as FastAPI on uvicorn does).
+                try:
+                    await response.run_background()
+                except Exception:
+                    log.exception("background task of stream %d failed", self.stream_id)
             # Unread body: drop it and hand its flow-control credit back.
             self.body.abort()
             req = self.request

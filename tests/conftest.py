@@ -35,6 +35,12 @@ class RunningServer:
     def https_url(self) -> str:
         return f"https://127.0.0.1:{self.https_port}"
 
+    stop_event: Any = None
+
+    def begin_shutdown(self) -> None:
+        """Start the graceful shutdown without waiting for it."""
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+
     def call(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` on the server's loop and return its result."""
         fut: Any = asyncio.run_coroutine_threadsafe(_call(fn, *args), self.loop)
@@ -48,8 +54,9 @@ async def _call(fn: Any, *args: Any) -> Any:
 @contextmanager
 def run_server(app: Any, *, tls: bool = True, **options: Any) -> Iterator[RunningServer]:
     """Start ``app`` on ephemeral ports in a background thread."""
-    cfg = Config(host="127.0.0.1", http_port=0, port=0 if tls else -1, quic_port=0,
-                 certs_dir=ROOT / "certs")
+    cfg = Config(
+        host="127.0.0.1", http_port=0, port=0 if tls else -1, quic_port=0, certs_dir=ROOT / "certs"
+    )
     cfg = cfg.with_options(**options)
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -74,9 +81,10 @@ def run_server(app: Any, *, tls: bool = True, **options: Any) -> Iterator[Runnin
         raise state["error"]
     server = state["server"]
     try:
-        yield RunningServer(server, loop, server.http_port, server.https_port)
+        yield RunningServer(server, loop, server.http_port, server.https_port, state["stop"])
     finally:
-        loop.call_soon_threadsafe(state["stop"].set)
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(state["stop"].set)
         thread.join(30)
         loop.close()
 
@@ -86,7 +94,9 @@ def need(tool: str) -> str:
     because .ci/run installs every tool the suite uses."""
     path = shutil.which(tool)
     if path is None:
-        pytest.fail(f"{tool} is not installed; .ci/run installs it (apt-get install nghttp2-client curl)")
+        pytest.fail(
+            f"{tool} is not installed; .ci/run installs it (apt-get install nghttp2-client curl)"
+        )
     return path
 
 
@@ -105,8 +115,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     print(f"\ninstalling {', '.join(missing)} (Debian packages curl, nghttp2-client)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                    "curl", "nghttp2-client"], env=env, check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "update", "-qq"],
+        env=env,
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "curl", "nghttp2-client"],
+        env=env,
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

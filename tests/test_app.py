@@ -13,6 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,6 +45,7 @@ except ImportError:  # pragma: no cover - the venv installs it for the tests
     pydantic = None  # type: ignore[assignment]
 
 needs_pydantic = pytest.mark.skipif(pydantic is None, reason="pydantic is not installed")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- harness: what the stream driver does, minus the sockets ------------------------------
@@ -194,7 +196,9 @@ def test_importing_the_package_loads_no_server_code() -> None:
         "print(','.join(bad))"
     )
     # socket/ssl may come in through asyncio; the point is our server and pydantic.
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     loaded = set(filter(None, out.stdout.strip().split(",")))
     assert not loaded & {"rawserve.server", "rawserve.testclient", "pydantic"}
 
@@ -267,7 +271,7 @@ async def test_unhandled_exception_is_500_without_traceback(
     with caplog.at_level(logging.ERROR, logger="rawserve"):
         r = await call(app, "GET", "/boom")
     assert r.status == 500
-    assert r.text == "Internal Server Error"
+    assert r.json() == {"detail": "Internal Server Error"}
     assert "secret" not in r.text and "Traceback" not in r.text
     record = next(rec for rec in caplog.records if rec.exc_info)
     assert isinstance(record.exc_info[1], RuntimeError)  # type: ignore[index]
@@ -555,7 +559,21 @@ async def test_a_return_value_the_response_model_rejects_is_500() -> None:
         return {"username": "only"}
 
     r = await call(app, "GET", "/bad")
-    assert (r.status, r.text) == (500, "Internal Server Error")
+    assert (r.status, r.json()) == (500, {"detail": "Internal Server Error"})
+
+
+@needs_pydantic
+async def test_a_return_annotation_pydantic_cannot_model_is_ignored() -> None:
+    app = RawServe()
+
+    @app.get("/either")
+    async def either(raw: bool = False) -> UserOut | Response:
+        if raw:
+            return Response(b"raw")
+        return UserOut(username="u", email="e")
+
+    assert (await call(app, "GET", "/either")).json()["username"] == "u"
+    assert (await call(app, "GET", "/either?raw=1")).body == b"raw"
 
 
 # -- sync handlers, background tasks ------------------------------------------------------

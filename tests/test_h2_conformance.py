@@ -16,8 +16,9 @@ Covered, RFC 9113 (HTTP/2):
   6.10 CONTINUATION; 7 error codes; 8.1 request exchange; 8.1.1 malformed
   messages (content-length); 8.2.1 field validity; 8.2.2 connection-specific
   fields; 8.2.3 cookie compression; 8.3, 8.3.1 request pseudo-header fields;
-  8.4 server push (client PUSH_PROMISE); 10.5 denial of service (rapid reset,
-  control-frame floods, CONTINUATION floods, header list size, HPACK bombs).
+  8.4 server push (client PUSH_PROMISE); 8.5 CONNECT; 10.5 denial of service
+  (rapid reset, control-frame floods, CONTINUATION floods, header list size,
+  HPACK bombs).
 Covered, RFC 7541 (HPACK): 2.3.3 index address space; 4.2 maximum table
   size; 5.2 string literals (Huffman padding, EOS); 6.1 indexed field index 0;
   6.2 literal representations; 6.3 dynamic table size update.
@@ -25,10 +26,11 @@ Covered, RFC 9218: 7.1 PRIORITY_UPDATE frame validation.
 
 Left out: 3.2 (h2c Upgrade: tests/test_http2.py covers the adapter side, the
 HTTP/1.1 side belongs to the HTTP/1.1 adapter), 3.3 TLS and ALPN (I/O layer),
-6.6 and 8.4 push sent by the server (not implemented yet), 8.5 extended
-CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL is off), 9.2 TLS profile (I/O
-layer), RFC 7541 section 3-4 beyond the cases above (hpack's own test suite),
-timeouts (SETTINGS_TIMEOUT; the I/O layer owns the clock).
+6.6 and 8.4 push sent by the server (not implemented yet), RFC 8441
+extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL is off, so :protocol is
+only checked as unknown), 9.2 TLS profile (I/O layer), RFC 7541 sections 3
+and 4 beyond the cases above (hpack's own test suite), timeouts
+(SETTINGS_TIMEOUT, idle connections: the I/O layer owns the clock).
 """
 
 from __future__ import annotations
@@ -1426,6 +1428,14 @@ def test_9113_10_5_header_list_over_the_limit_gets_431() -> None:
     assert requests(peer) == []
     peer.request(3)  # HPACK state is intact
     assert [e.stream_id for e in requests(peer)] == [3]
+
+
+def test_9113_10_5_body_of_a_431_request_is_stopped() -> None:
+    peer = Peer(Limits(max_header_bytes=4096))
+    peer.request(1, [*POST, (b"x-big", b"v" * 5000)], end_stream=False)
+    peer.read()
+    assert peer.send(DataFrame(1, b"body")) == []
+    assert [(f.stream_id, f.error_code) for f in rsts(peer.read())] == [(1, NO_ERROR)]
 
 
 def test_9113_10_5_hpack_bomb_is_enhance_your_calm() -> None:

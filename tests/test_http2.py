@@ -9,6 +9,7 @@ Rule-by-rule RFC 9113 conformance lives in tests/test_h2_conformance.py.
 from __future__ import annotations
 
 import base64
+import itertools
 from typing import Any
 
 import h2.config
@@ -24,6 +25,8 @@ from hyperframe.frame import (
     RstStreamFrame,
     WindowUpdateFrame,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rawserve.config import Limits
 from rawserve.errors import ConfigError, ProtocolError
@@ -706,3 +709,66 @@ def test_ping_from_server() -> None:
     pair.server.ping(b"12345678")
     events = pair.to_client()
     assert any(isinstance(e, h2.events.PingReceived) for e in events)
+
+
+# -- property tests -------------------------------------------------------------------------
+
+
+def _conversation() -> bytes:
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    client.initiate_connection()
+    client.send_headers(1, POST, end_stream=False)
+    client.send_data(1, b"a" * 100, pad_length=7)
+    client.send_data(1, b"b" * 50, end_stream=True)
+    client.send_headers(3, GET, end_stream=True)
+    client.ping(b"pingpong")
+    return client.data_to_send()
+
+
+CONVERSATION = _conversation()
+
+
+def _summary(events: list[IncomingEvent]) -> list[tuple[str, int, bytes]]:
+    out: list[tuple[str, int, bytes]] = []
+    for e in events:
+        data = e.data if isinstance(e, BodyReceived) else b""
+        if out and data and out[-1][0] == "BodyReceived" and out[-1][1] == e.stream_id:  # type: ignore[union-attr]
+            out[-1] = ("BodyReceived", e.stream_id, out[-1][2] + data)  # type: ignore[union-attr]
+        else:
+            out.append((type(e).__name__, e.stream_id, data))  # type: ignore[union-attr]
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=len(CONVERSATION) - 1), max_size=12))
+def test_any_split_of_the_input_gives_the_same_events(cuts: list[int]) -> None:
+    server = H2Connection(Limits())
+    server.initiate()
+    events: list[IncomingEvent] = []
+    bounds = [0, *sorted(set(cuts)), len(CONVERSATION)]
+    for start, end in itertools.pairwise(bounds):
+        events += server.receive_data(CONVERSATION[start:end])
+    assert _summary(events) == [
+        ("RequestReceived", 1, b""),
+        ("BodyReceived", 1, b"a" * 100 + b"b" * 50),
+        ("EndOfRequest", 1, b""),
+        ("RequestReceived", 3, b""),
+        ("EndOfRequest", 3, b""),
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(garbage=st.binary(max_size=200), at=st.integers(min_value=0, max_value=len(CONVERSATION)))
+def test_garbage_never_escapes_as_an_exception(garbage: bytes, at: int) -> None:
+    server = H2Connection(Limits())
+    server.initiate()
+    events = server.receive_data(CONVERSATION[:at] + garbage)
+    events += server.receive_data(CONVERSATION[at:])
+    terminated = [e for e in events if isinstance(e, ConnectionTerminated)]
+    assert all(e.error_code != 0x2 for e in terminated), terminated  # never INTERNAL_ERROR
+    if terminated:
+        assert server.should_close
+        goaway = [f for f in parse_frames(server.data_to_send()) if isinstance(f, GoAwayFrame)]
+        assert goaway and goaway[-1].error_code == terminated[0].error_code

@@ -6,6 +6,7 @@ parameters, validation errors in FastAPI's exact shapes, Depends."""
 # No ``from __future__ import annotations``: handlers defined inside tests
 # refer to local names in their annotations, which must evaluate eagerly.
 
+import datetime
 import decimal
 import enum
 import json
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Literal
 import pytest
 
 from rawserve import (
+    BackgroundTasks,
     Body,
     Cookie,
     Depends,
@@ -33,9 +35,15 @@ from rawserve import (
     Request,
     UploadFile,
 )
-from rawserve.params import Invalid, _dataclass_validator, build_validator, constrain
+from rawserve.params import (
+    Invalid,
+    _dataclass_validator,
+    _iso_validator,
+    build_validator,
+    constrain,
+)
 from rawserve.params import QueryParam as QueryInfo
-from tests.test_app import call, make_request, multipart, needs_pydantic
+from tests.test_app import ROOT, call, make_request, multipart, needs_pydantic
 
 try:
     import pydantic
@@ -549,10 +557,20 @@ def test_dataclass_validator_without_pydantic() -> None:
     ]
 
 
+def test_iso_dates_without_pydantic() -> None:
+    v = _iso_validator(datetime.datetime)
+    assert v("2024-05-01T10:00:00+00:00") == datetime.datetime(2024, 5, 1, 10, tzinfo=datetime.UTC)
+    assert v(0) == datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    with pytest.raises(Invalid) as info:
+        _iso_validator(datetime.date)("tomorrow")
+    assert info.value.errors[0]["type"] == "date_parsing"
+    assert info.value.errors[0]["loc"] == ()
+
+
 def test_the_app_works_without_pydantic() -> None:
     # pydantic blocked: dataclass bodies, scalars and returns must still work.
     code = """
-import sys, asyncio, json
+import sys, asyncio, json, datetime
 sys.modules["pydantic"] = None
 from dataclasses import dataclass
 from rawserve import RawServe
@@ -566,19 +584,20 @@ class P:
 app = RawServe()
 
 @app.post("/p")
-async def p(body: P, q: int = 1) -> P:
+async def p(body: P, when: datetime.date, q: int = 1) -> P:
+    assert when == datetime.date(2024, 5, 1)
     return P(body.x * q, body.y)
 
 async def main():
-    ok = await call(app, "POST", "/p?q=2", json_body={"x": "3"})
-    bad = await call(app, "POST", "/p", json_body={"x": "z"})
+    ok = await call(app, "POST", "/p?q=2&when=2024-05-01", json_body={"x": "3"})
+    bad = await call(app, "POST", "/p?when=2024-05-01", json_body={"x": "z"})
     print(json.dumps([ok.status, ok.json(), bad.status, bad.json()]))
     assert "pydantic" not in [m for m in sys.modules if sys.modules[m] is not None]
 
 asyncio.run(main())
 """
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="."
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     status_ok, body_ok, status_bad, body_bad = json.loads(out.stdout)
     assert (status_ok, body_ok) == (200, {"x": 6, "y": 0})
@@ -814,6 +833,18 @@ async def test_urlencoded_form_and_bad_multipart() -> None:
     assert "boundary" in r.json()["detail"]
 
 
+async def test_a_file_where_text_is_expected_is_422() -> None:
+    app = RawServe()
+
+    @app.post("/note")
+    async def note(text: str = Form()) -> str:
+        return text
+
+    headers, body = multipart([("text", ("a.txt", b"abc", "text/plain"))])
+    errors = detail(await call(app, "POST", "/note", headers=headers, body=body))
+    assert [(e["type"], e["loc"]) for e in errors] == [("string_type", ["body", "text"])]
+
+
 @needs_pydantic
 async def test_form_model() -> None:
     class Login(pydantic.BaseModel):
@@ -945,10 +976,12 @@ async def test_yield_dependencies_clean_up_after_the_response() -> None:
 
     @app.get("/")
     async def root(
+        tasks: BackgroundTasks,
         conn: str = Depends(db),
         res: int = Depends(sync_resource),
     ) -> list[Any]:
         events.append("handler")
+        tasks.add_task(events.append, "background")
         return [conn, res]
 
     request = make_request("GET", "/")
@@ -956,7 +989,8 @@ async def test_yield_dependencies_clean_up_after_the_response() -> None:
     assert response.body == b'["db",1]'
     assert events == ["open db", "open sync in thread", "handler"]
     await response.run_background()
-    assert events[-2:] == ["close sync", "close db"]
+    # FastAPI's order: body sent, background tasks, then the cleanup.
+    assert events[3:] == ["background", "close sync", "close db"]
 
 
 async def test_yield_dependency_sees_the_handler_exception() -> None:

@@ -15,13 +15,13 @@ import base64
 import re
 from collections import deque
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2._typing import Buffer
 from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
@@ -63,6 +63,9 @@ from rawserve.events import (
     StreamReset,
 )
 from rawserve.priority import DEFAULT_PRIORITY, Priority, parse_priority_field, urgency_from_weight
+
+if TYPE_CHECKING:
+    from h2._typing import Buffer
 
 __all__ = ["H2Connection"]
 
@@ -325,7 +328,14 @@ class _Core(h2.connection.H2Connection):
                 sid not in self.streams
                 and sid > self.highest_inbound_stream_id
                 and sid % 2 == 1
-                and (self.refuse_new or self.open_inbound_streams >= self.max_streams)
+                and (
+                    self.refuse_new
+                    # len(streams) first: open_inbound_streams walks them all.
+                    or (
+                        len(self.streams) >= self.max_streams
+                        and self.open_inbound_streams >= self.max_streams
+                    )
+                )
             ):
                 return self._refuse_stream(frame)
             stream = self.streams.get(sid)
@@ -367,6 +377,12 @@ class _Core(h2.connection.H2Connection):
         rst = RstStreamFrame(sid)
         rst.error_code = ErrorCodes.REFUSED_STREAM
         return [rst], []
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    # Some h2 errors carry only numbers (StreamIDTooLowError: "3").
+    return text if any(c.isalpha() for c in text) else f"{type(exc).__name__}({text})"
 
 
 def _check_priority_update(frame: ExtensionFrame) -> None:
@@ -448,8 +464,10 @@ def _parse_request(headers: Iterable[tuple[bytes, bytes]]) -> _Request:
         if name == b"host":
             host = value
         elif name == b"content-length":
-            if not value.isdigit() or (
-                req.content_length is not None and int(value) != req.content_length
+            if (
+                not value.isdigit()
+                or len(value) > 18
+                or (req.content_length is not None and int(value) != req.content_length)
             ):
                 raise _Malformed("invalid content-length")
             req.content_length = int(value)
@@ -675,13 +693,13 @@ class H2Connection:
             h2_events = self._conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             # h2 has queued the GOAWAY with exc.error_code.
-            return [self._terminated(int(exc.error_code), str(exc))]
+            return [self._terminated(int(exc.error_code), _describe(exc))]
         except Exception as exc:  # odd input must never escape as a crash
             return [self._abort(ErrorCodes.INTERNAL_ERROR, f"internal error: {exc!r}")]
         try:
             return self._translate(h2_events)
         except h2.exceptions.ProtocolError as exc:
-            return [self._abort(int(exc.error_code), str(exc))]
+            return [self._abort(int(exc.error_code), _describe(exc))]
         except Exception as exc:
             return [self._abort(ErrorCodes.INTERNAL_ERROR, f"internal error: {exc!r}")]
 
@@ -1087,10 +1105,10 @@ class H2Connection:
         headers = self._response_headers(status, [(b"content-length", b"0")], final=True)
         try:
             self._conn.send_headers(sid, headers, end_stream=True)
-            if not request_ended:
-                self._conn.reset_stream(sid, ErrorCodes.NO_ERROR)
         except h2.exceptions.ProtocolError:
-            pass
+            return
+        if not request_ended:
+            self._answered.add(sid)
 
     def _drop(self, sid: int, stream: _Stream) -> None:
         stream.queue.clear()
