@@ -19,8 +19,10 @@ from collections import deque
 from email.utils import formatdate
 from typing import Any, Protocol, cast
 
+import orjson
+
 from rawserve.config import Config
-from rawserve.errors import ConfigError, StreamClosedError
+from rawserve.errors import ConfigError, ProtocolError, StreamClosedError
 from rawserve.events import (
     BodyReceived,
     ConnectionTerminated,
@@ -408,13 +410,23 @@ class HTTPConnection(asyncio.Protocol):
     def _upgrade(self, event: UpgradeRequested) -> None:
         """HTTP/1.1 ``Upgrade: h2c``: answer 101 and continue as HTTP/2."""
         assert self.transport is not None
+        h2conn = H2Connection(self.limits, scheme=self.scheme, server_header=self._server_header())
+        try:
+            events = h2conn.initiate_upgrade(event.settings, event.request)
+        except ProtocolError as exc:
+            # The HTTP2-Settings payload is unusable: refuse the upgrade in
+            # HTTP/1.1 terms and close, as for any other malformed request.
+            body = orjson.dumps({"detail": fstr(exc)})
+            self.transport.write(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            self._close()
+            return
         self.transport.write(self.adapter.accept_upgrade())
-        self.adapter = H2Connection(
-            self.limits, scheme=self.scheme, server_header=self._server_header()
-        )
+        self.adapter = h2conn
         self.http2 = True
         self._h1_active = None
-        events = self.adapter.initiate_upgrade(event.settings, event.request)
         self._handle_events(events)
         if event.data:
             self._handle_events(self.adapter.receive_data(event.data, self.loop.time()))

@@ -231,3 +231,16 @@ def test_slow_handler_pushes_back_on_the_client(srv: RunningServer) -> None:
     # The server's initial stream window is 256 KiB: we cannot get far past it.
     assert sent <= 256 * 1024 + 65536, sent
     c.close()
+
+
+def test_h2c_upgrade_with_invalid_settings_gets_400(srv: RunningServer) -> None:
+    # HTTP2-Settings carrying SETTINGS_INITIAL_WINDOW_SIZE = 2^31 (over the maximum).
+    s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+              b"Upgrade: h2c\r\nHTTP2-Settings: AASAAAAA\r\n\r\n")
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    s.close()
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"HTTP2-Settings" in data
