@@ -416,7 +416,7 @@ class HTTPConnection(asyncio.Protocol):
         except ProtocolError as exc:
             # The HTTP2-Settings payload is unusable: refuse the upgrade in
             # HTTP/1.1 terms and close, as for any other malformed request.
-            body = orjson.dumps({"detail": fstr(exc)})
+            body = orjson.dumps({"detail": str(exc)})
             self.transport.write(
                 b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
                 b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
