@@ -55,8 +55,8 @@ def make_digits(out_dir: Path = PACKAGE_MODELS) -> dict[str, Any]:
     """Train the digits classifier, write digits.onnx and digits.json, return
     the metadata written."""
     import onnx
-    import sklearn
     import skl2onnx
+    import sklearn
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.datasets import load_digits
