@@ -140,6 +140,60 @@ def build_parser() -> argparse.ArgumentParser:
         help="time in-flight requests get to finish on shutdown (%(default)s)",
     )
     parser.add_argument("--loop", choices=LOOPS, default=defaults.loop, help="(%(default)s)")
+    inf = defaults.inference
+    engine = parser.add_argument_group("inference (the built-in app)")
+    engine.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=None,
+        metavar="NAME=PATH",
+        help="serve the ONNX model at PATH as NAME (repeatable); default: the bundled "
+        "'digits' classifier",
+    )
+    engine.add_argument(
+        "--model-workers", type=_number(int, "--model-workers", (1, 256)),
+        default=inf.model_workers, metavar="N",
+        help="worker threads per model, each running one batch at a time (%(default)s)",
+    )
+    engine.add_argument(
+        "--intra-op-threads", type=_number(int, "--intra-op-threads", (0, 1024)),
+        default=inf.intra_op_threads, metavar="N",
+        help="ONNX Runtime threads inside one run; 0: one per core (%(default)s)",
+    )
+    engine.add_argument(
+        "--allow-spinning", action=argparse.BooleanOptionalAction, default=inf.allow_spinning,
+        help="let ONNX Runtime threads spin between runs (off: right for edge boxes)",
+    )
+    engine.add_argument(
+        "--max-batch-size", type=_number(int, "--max-batch-size", (1, 65536)),
+        default=inf.max_batch_size, metavar="N", help="(%(default)s)",
+    )
+    engine.add_argument(
+        "--max-batch-delay-ms", type=_number(float, "--max-batch-delay-ms", (0, 60_000)),
+        default=inf.max_batch_delay_ms, metavar="MS",
+        help="how long a partial batch may wait for more items (%(default)s)",
+    )
+    engine.add_argument(
+        "--priority-weights", default=None, metavar="W0,...,W7",
+        help="weight of each urgency 0..7 in the fair scheduler (default doubling: "
+        "128,64,32,16,8,4,2,1)",
+    )
+    engine.add_argument(
+        "--priority-mode", choices=("fair", "strict"), default=inf.priority_mode,
+        help="fair: weighted, nobody starves; strict: always the most urgent first "
+        "(%(default)s)",
+    )
+    engine.add_argument(
+        "--queue-limit", type=_number(int, "--queue-limit", (1, 10_000_000)),
+        default=inf.queue_limit, metavar="N",
+        help="queued requests per model before 503 (%(default)s)",
+    )
+    engine.add_argument(
+        "--queue-timeout-ms", type=_number(float, "--queue-timeout-ms", (0, math.inf)),
+        default=inf.queue_timeout_ms, metavar="MS",
+        help="deadline of a queued request that sets none; 0: none (%(default)s)",
+    )
     limits = parser.add_argument_group("limits")
     hints = get_type_hints(Limits)
     for f in fields(Limits):
@@ -178,6 +232,30 @@ def build_config(namespace: argparse.Namespace) -> Config:
         value = ns[f"limit_{f.name}"]
         if value is not None:
             options[f"limit_{f.name}"] = value
+    options.update(
+        models=tuple(ns["models"] or ()),
+        model_workers=ns["model_workers"],
+        intra_op_threads=ns["intra_op_threads"],
+        allow_spinning=ns["allow_spinning"],
+        max_batch_size=ns["max_batch_size"],
+        max_batch_delay_ms=ns["max_batch_delay_ms"],
+        priority_mode=ns["priority_mode"],
+        queue_limit=ns["queue_limit"],
+        queue_timeout_ms=ns["queue_timeout_ms"],
+    )
+    if ns["priority_weights"] is not None:
+        from rawserve.inference.scheduler import parse_weights
+
+        try:
+            options["priority_weights"] = parse_weights(ns["priority_weights"])
+        except ConfigError as exc:
+            raise ConfigError(f"--priority-weights: {exc}") from None
+    for entry in options["models"]:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--model {entry!r}: expected NAME=PATH")
+        if not Path(path).is_file():
+            raise ConfigError(f"--model {entry!r}: no such file {path!r}")
     if not options["host"]:
         raise ConfigError("--host must not be empty")
     return Config().with_options(**options)
@@ -273,7 +351,12 @@ def _serve_command(args: list[str]) -> int:
             raise ConfigError(reason)
     # Resolved here so a missing uvloop is reported before the app is imported.
     config = config.with_options(loop=resolve_loop(config.loop))
-    app = load_app(namespace.app or DEFAULT_APP)
+    if namespace.app:
+        app = load_app(namespace.app)
+    else:
+        from rawserve.builtin_app import create_app
+
+        app = create_app(config.inference, graceful_timeout_s=config.graceful_timeout_s)
     from rawserve.server import run
 
     try:

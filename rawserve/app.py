@@ -396,6 +396,7 @@ class RawServe:
                     return RedirectResponse(str(request.url.replace(path=target)))
             raise HTTPException(404)
         request.path_params = path_params
+        request.route = route
         if route.priority is not None and request.priority is DEFAULT_PRIORITY:
             request.priority = route.priority
         return await route.handle(request, self.dependency_overrides)

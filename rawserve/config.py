@@ -49,6 +49,30 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class InferenceSettings:
+    """The built-in inference app: which models, and how they are scheduled."""
+
+    # "NAME=PATH" entries; empty: the bundled digits model.
+    models: tuple[str, ...] = ()
+    # Worker threads per model, each running one batch at a time.
+    model_workers: int = 1
+    # ONNX Runtime threads inside one run (0: one per core).
+    intra_op_threads: int = 1
+    # Spinning burns an idle edge box's cores; off unless asked for.
+    allow_spinning: bool = False
+    max_batch_size: int = 32
+    max_batch_delay_ms: float = 2.0
+    # weight(u) for urgencies 0..7; None: doubling per level (128, 64, ..., 1).
+    priority_weights: tuple[float, ...] | None = None
+    priority_mode: str = "fair"  # fair | strict
+    queue_limit: int = 2048
+    # Deadline of a queued request that names none (header or V2 parameters.timeout).
+    queue_timeout_ms: float = 30_000.0
+    # Largest number of tensor elements one request may carry (memory bombs).
+    max_request_elements: int = 1 << 24
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
     http_port: int = 8000  # cleartext HTTP/1.1 + h2c; -1 disables
@@ -63,17 +87,22 @@ class Config:
     loop: str = "auto"  # auto | asyncio | uvloop
     server_header: str = "rawserve"
     limits: Limits = field(default_factory=Limits)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
 
     def with_options(self, **options: Any) -> Config:
         """A copy with ``options`` applied; ``limit_<name>`` keys set limits."""
         limit_names = {f.name for f in fields(Limits)}
+        inference_names = {f.name for f in fields(InferenceSettings)}
         limits: dict[str, Any] = {}
+        inference: dict[str, Any] = {}
         top: dict[str, Any] = {}
         for key, value in options.items():
             if key.startswith("limit_") and key[6:] in limit_names:
                 limits[key[6:]] = value
             elif key in limit_names:
                 limits[key] = value
+            elif key in inference_names:
+                inference[key] = value
             else:
                 top[key] = value
         unknown = set(top) - {f.name for f in fields(Config)}
@@ -82,4 +111,6 @@ class Config:
         cfg = replace(self, **top)
         if limits:
             cfg = replace(cfg, limits=replace(cfg.limits, **limits))
+        if inference:
+            cfg = replace(cfg, inference=replace(cfg.inference, **inference))
         return cfg

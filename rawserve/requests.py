@@ -65,6 +65,7 @@ class Request:
         "app",
         "path_params",
         "priority",
+        "route",
         "server",
     )
 
@@ -84,6 +85,9 @@ class Request:
         self.app = app
         self.priority: Priority = event.priority
         self.path_params: dict[str, Any] = {}
+        # The matched route (set by the router): its path template names the
+        # request in metrics and logs without unbounded label values.
+        self.route: Any = None
         self._state: State | None = None
         self._url: URL | None = None
         self._headers: Headers | None = None

@@ -254,9 +254,10 @@ class HTTPConnection(asyncio.Protocol):
                 events = []
             self._handle_events(events)
             self._flush()
-        # Half-close: keep the socket open for writing only while HTTP/1.1
-        # still owes a response (a client may shut down its side after sending).
-        return bool(self.streams) and not self.http2 and not self.tls
+        # EOF means the client is gone (as uvicorn and most servers read it):
+        # close, and connection_lost cancels whatever is still queued or running
+        # for it, so inference is never spent on an answer nobody will read.
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -664,6 +665,12 @@ class Server:
         for conn in list(self.connections):
             conn.shutdown()
         deadline = self.config.graceful_timeout_s
+        drain = getattr(self.app, "drain", None)
+        draining: asyncio.Task[None] | None = None
+        if drain is not None:
+            # The app's own queues (the inference engine) get most of the grace
+            # period, so that what is left answers 503 before connections close.
+            draining = asyncio.get_running_loop().create_task(drain(deadline * 0.8))
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=deadline)
             if pending:
@@ -674,6 +681,8 @@ class Server:
                 for conn in list(self.connections):
                     conn._abort()
                 await asyncio.wait(pending, timeout=2)
+        if draining is not None:
+            await draining
         shutdown = getattr(self.app, "shutdown", None)
         if shutdown is not None:
             await shutdown()

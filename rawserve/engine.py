@@ -1,0 +1,433 @@
+"""The inference engine: asyncio glue around the pure scheduler and the models.
+
+``await engine.infer(model, inputs, priority=..., timeout_s=...)`` validates the
+inputs, queues one WorkItem in the model's Scheduler and waits. The engine
+drives each scheduler the way aioquic's glue drives a QuicConnection: after
+every change it asks ``next_batch(now)`` while a worker is free, answers
+``expired(now)`` with 504s, and sets one loop timer from ``next_deadline()``.
+Batches run in worker threads (``session.run`` releases the GIL), so the event
+loop never blocks on a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from rawserve.errors import RawServeError
+from rawserve.inference import model as _model
+from rawserve.inference.scheduler import (
+    Batch,
+    ItemState,
+    QueueFull,
+    Scheduler,
+    WorkItem,
+)
+from rawserve.metrics import Registry
+from rawserve.priority import Priority
+
+log = logging.getLogger("rawserve.engine")
+
+# request.on_priority_change: subscribe a listener, get back its remover.
+PriorityHook = Callable[[Callable[[Priority], None]], Callable[[], None]]
+
+__all__ = [
+    "DeadlineExceeded",
+    "Engine",
+    "EngineConfig",
+    "EngineStopped",
+    "InferenceFailed",
+    "InferenceResult",
+    "ModelNotFound",
+    "QueueFull",
+]
+
+
+class ModelNotFound(RawServeError):
+    status_code = 404
+
+    def __init__(self, name: str, version: str | None = None) -> None:
+        what = f"model '{name}'" + (f" version '{version}'" if version else "")
+        super().__init__(f"{what} is not served here")
+        self.name = name
+
+
+class DeadlineExceeded(RawServeError):
+    """The request's deadline passed while it was queued; it never ran."""
+
+    status_code = 504
+
+    def __init__(self, waited_s: float) -> None:
+        super().__init__(
+            f"the request waited {waited_s * 1000:.0f} ms in the queue and its deadline "
+            "passed before a model worker was free; it was not run"
+        )
+        self.waited_s = waited_s
+
+
+class EngineStopped(RawServeError):
+    status_code = 503
+
+    def __init__(self, reason: str = "the server is shutting down") -> None:
+        super().__init__(reason)
+
+
+class InferenceFailed(RawServeError):
+    status_code = 500
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_batch_size: int = 32
+    max_batch_delay_s: float = 0.002
+    queue_limit: int = 2048
+    queue_timeout_s: float = 30.0
+    priority_weights: tuple[float, ...] | None = None
+    priority_mode: str = "fair"
+    model_workers: int = 1
+
+
+@dataclass(slots=True)
+class InferenceResult:
+    outputs: dict[str, np.ndarray]
+    queue_s: float
+    infer_s: float
+    batch_size: int
+    model: str
+    version: str
+
+    def server_timing(self) -> str:
+        return f"queue;dur={self.queue_s * 1000:.3f}, infer;dur={self.infer_s * 1000:.3f}"
+
+
+@dataclass(slots=True)
+class _Payload:
+    inputs: dict[str, np.ndarray]
+    future: asyncio.Future[InferenceResult]
+    outputs: Sequence[str] | None
+
+
+@dataclass
+class _ModelState:
+    name: str
+    model: Any
+    scheduler: Scheduler
+    busy: int = 0
+    timer: asyncio.TimerHandle | None = None
+    timer_at: float | None = None
+    runs: int = 0  # batches run (tests assert on it)
+    items_run: int = 0
+    pending: set[asyncio.Future[Any]] = field(default_factory=set)
+
+
+class Engine:
+    """Models, their schedulers, and the worker threads that run them."""
+
+    def __init__(self, config: EngineConfig | None = None, metrics: Registry | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.metrics = metrics if metrics is not None else Registry()
+        self._models: dict[str, _ModelState] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.ready = False
+        self._stopping = False
+        self._define_metrics()
+
+    # -- setup -------------------------------------------------------------------
+
+    def _define_metrics(self) -> None:
+        m = self.metrics
+        self.m_queue_depth = m.gauge(
+            "rawserve_queue_depth", "Items waiting in the queue", ["model", "urgency"]
+        )
+        self.m_queue_wait = m.histogram(
+            "rawserve_queue_wait_seconds", "Time items waited in the queue", ["model", "urgency"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 10),
+        )
+        self.m_batch_size = m.histogram(
+            "rawserve_batch_size", "Items per model run", ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
+        self.m_infer_time = m.histogram(
+            "rawserve_inference_seconds", "Model run time per batch", ["model"],
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+        )
+        self.m_rejections = m.counter(
+            "rawserve_rejections_total", "Requests refused, by reason", ["model", "reason"]
+        )
+        self.m_cancellations = m.counter(
+            "rawserve_cancellations_total", "Queued or running inferences whose client went away",
+            ["model"],
+        )
+
+    def add_model(self, name: str, model: Any) -> None:
+        cfg = self.config
+        # A model without a dynamic batch dimension takes one item per run.
+        batched = getattr(model, "batched", True)
+        sched = Scheduler(
+            max_batch_size=cfg.max_batch_size if batched else 1,
+            max_batch_delay_s=cfg.max_batch_delay_s,
+            queue_limit=cfg.queue_limit,
+            weights=cfg.priority_weights,
+            mode=cfg.priority_mode,  # type: ignore[arg-type]
+            default_timeout_s=cfg.queue_timeout_s if cfg.queue_timeout_s > 0 else None,
+        )
+        self._models[name] = _ModelState(name, model, sched)
+        for u in range(8):
+            self.m_queue_depth.labels(name, str(u)).set_function(_depth_reader(sched, u))
+
+    def model(self, name: str) -> Any:
+        state = self._models.get(name)
+        if state is None:
+            raise ModelNotFound(name)
+        return state.model
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self._models)
+
+    def stats(self, name: str) -> dict[str, int]:
+        s = self._models[name]
+        sch = s.scheduler
+        return {
+            "runs": s.runs,
+            "items_run": s.items_run,
+            "queued": sch.depth(),
+            "rejections": sch.rejections,
+            "expirations": sch.expirations,
+            "cancellations": sch.cancellations,
+            "dropped_results": sch.dropped_results,
+        }
+
+    async def start(self, *, warm: bool = True) -> None:
+        """Start the workers and, unless ``warm`` is False (then call
+        ``warm()`` yourself), warm every model up. ``ready`` only after."""
+        self._loop = asyncio.get_running_loop()
+        workers = max(1, self.config.model_workers) * max(1, len(self._models))
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rawserve-model")
+        self._stopping = False
+        if warm:
+            await self.warm()
+
+    async def warm(self) -> None:
+        """One run per batch-size bucket for every model, in the workers, so the
+        first requests do not pay for ONNX Runtime's lazy allocations."""
+        loop = asyncio.get_running_loop()
+        sizes = _bucket_sizes(self.config.max_batch_size)
+        for state in self._models.values():
+            warmup = getattr(state.model, "warmup", None)
+            if warmup is not None and self._pool is not None:
+                started = time.perf_counter()
+                await loop.run_in_executor(self._pool, warmup, sizes)
+                log.info(
+                    "model %s warmed up (%d batch sizes) in %.0f ms",
+                    state.name, len(sizes), (time.perf_counter() - started) * 1000,
+                )
+        if not self._stopping:
+            self.ready = True
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Refuse new work, let queued and running work finish within
+        ``timeout_s``, then answer what is left with 503 (never drop silently)."""
+        self._stopping = True
+        self.ready = False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(
+            s.busy or s.scheduler.depth() for s in self._models.values()
+        ):
+            await asyncio.sleep(0.01)
+        for state in self._models.values():
+            for item in state.scheduler.clear():
+                self._fail(item, EngineStopped("the server shut down before this request ran"))
+            if state.timer is not None:
+                state.timer.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    # -- requests ----------------------------------------------------------------
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        priority: Priority | int | None = None,
+        timeout_s: float | None = None,
+        outputs: Sequence[str] | None = None,
+        on_priority_change: PriorityHook | None = None,
+        validated: bool = False,
+    ) -> InferenceResult:
+        """Run one request's inference. Raises ModelNotFound (404), the model's
+        InputError (422), QueueFull (503), DeadlineExceeded (504),
+        EngineStopped (503) or InferenceFailed (500)."""
+        state = self._models.get(model)
+        if state is None:
+            raise ModelNotFound(model)
+        if self._stopping or not self.ready:
+            raise EngineStopped(
+                "the server is shutting down" if self._stopping
+                else "models are still loading and warming up"
+            )
+        m = state.model
+        try:
+            arrays = dict(inputs) if validated else m.validate(inputs)
+            if outputs:
+                m.check_outputs(outputs)
+        except _model.InputError:
+            self.m_rejections.labels(model, "validation").inc()
+            raise
+        urgency = priority.urgency if isinstance(priority, Priority) else (
+            3 if priority is None else int(priority)
+        )
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time()
+        fut: asyncio.Future[InferenceResult] = loop.create_future()
+        rows = _model.rows(arrays)
+        item = WorkItem(
+            model,
+            _Payload(arrays, fut, outputs),
+            urgency=urgency,
+            shape_key=_model.shape_key(arrays),
+            deadline=None if timeout_s is None else now + timeout_s,
+            size=max(1, rows),
+        )
+        sched = state.scheduler
+        if rows > sched.max_batch_size:
+            # Bigger than any batch: it runs alone, as one batch of its own rows.
+            item.size = sched.max_batch_size
+        try:
+            sched.submit(item, now)
+        except QueueFull:
+            self.m_rejections.labels(model, "queue_full").inc()
+            raise
+        remove: Callable[[], None] | None = None
+        if on_priority_change is not None:
+
+            def moved(p: Priority) -> None:
+                if item.state is ItemState.QUEUED and sched.reprioritize(
+                    item, p.urgency, loop.time()
+                ):
+                    self._pump(state)
+
+            remove = on_priority_change(moved)
+        self._pump(state)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if sched.cancel(item) or item.state is ItemState.CANCELLED:
+                self.m_cancellations.labels(model).inc()
+            self._pump(state)
+            raise
+        finally:
+            if remove is not None:
+                remove()
+
+    # -- the pump ------------------------------------------------------------------
+
+    def _pump(self, state: _ModelState) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        sched = state.scheduler
+        now = loop.time()
+        for item in sched.expired(now):
+            self.m_rejections.labels(state.name, "deadline").inc()
+            self._fail(item, DeadlineExceeded(now - item.enqueued_at))
+        workers = max(1, self.config.model_workers)
+        while state.busy < workers and self._pool is not None:
+            batch = sched.next_batch(now)
+            if batch is None:
+                break
+            state.busy += 1
+            fut = loop.run_in_executor(self._pool, _run_batch, state.model, batch)
+            fut.add_done_callback(partial(self._batch_done, state, batch))
+        at = sched.next_deadline() if state.busy < workers else sched.next_expiry()
+        if at != state.timer_at:
+            if state.timer is not None:
+                state.timer.cancel()
+            state.timer = None
+            state.timer_at = at
+            if at is not None:
+                state.timer = loop.call_at(at, self._on_timer, state)
+
+    def _on_timer(self, state: _ModelState) -> None:
+        state.timer = None
+        state.timer_at = None
+        self._pump(state)
+
+    def _batch_done(self, state: _ModelState, batch: Batch, fut: asyncio.Future[Any]) -> None:
+        state.busy -= 1
+        state.runs += 1
+        state.items_run += len(batch.items)
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        delivered = state.scheduler.complete(batch, now)
+        name = state.name
+        self.m_batch_size.labels(name).observe(len(batch.items))
+        exc = fut.exception() if not fut.cancelled() else EngineStopped()
+        if exc is not None:
+            log.error("model %s failed on a batch of %d", name, len(batch.items), exc_info=exc)
+            for item in delivered:
+                self._fail(item, InferenceFailed(f"model '{name}' failed: {exc}"))
+        else:
+            per_item, infer_s = fut.result()
+            self.m_infer_time.labels(name).observe(infer_s)
+            version = str(getattr(state.model, "version", "1"))
+            index = {id(item): i for i, item in enumerate(batch.items)}
+            for item in delivered:
+                payload: _Payload = item.payload
+                if payload.future.done():
+                    continue
+                outs = per_item[index[id(item)]]
+                if payload.outputs:
+                    outs = {k: outs[k] for k in payload.outputs}
+                started = item.started_at if item.started_at is not None else now
+                queue_s = max(0.0, started - item.enqueued_at)
+                self.m_queue_wait.labels(name, str(item.urgency)).observe(queue_s)
+                payload.future.set_result(
+                    InferenceResult(outs, queue_s, infer_s, len(batch.items), name, version)
+                )
+        self._pump(state)
+
+    def _fail(self, item: WorkItem, exc: BaseException) -> None:
+        payload: _Payload = item.payload
+        if not payload.future.done():
+            payload.future.set_exception(exc)
+
+
+def _depth_reader(sched: Scheduler, urgency: int) -> Callable[[], float]:
+    return lambda: float(sched.depth(urgency))
+
+
+def _bucket_sizes(max_batch: int) -> list[int]:
+    sizes = []
+    n = 1
+    while n < max_batch:
+        sizes.append(n)
+        n *= 2
+    sizes.append(max_batch)
+    return sizes
+
+
+def _run_batch(model: Any, batch: Batch) -> tuple[list[dict[str, np.ndarray]], float]:
+    """In a worker thread: stack the items, run once, split the rows back."""
+    items = batch.items
+    inputs = [item.payload.inputs for item in items]
+    stacked = inputs[0] if len(inputs) == 1 else _model.concat(inputs)
+    started = time.perf_counter()
+    outputs = model.run(stacked)
+    infer_s = time.perf_counter() - started
+    if len(inputs) == 1:
+        return [outputs], infer_s
+    sizes = [_model.rows(x) for x in inputs]
+    return _model.split(outputs, sizes), infer_s

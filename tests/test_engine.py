@@ -1,0 +1,421 @@
+"""The inference engine with the real bundled digits model, no HTTP: batching,
+priority, cancellation, admission, deadlines, validation, shutdown and model
+failures. A "slow" model is the same real model with ``extra_latency_s``, so
+that a backlog can build up behind a running batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from rawserve.engine import (
+    DeadlineExceeded,
+    Engine,
+    EngineConfig,
+    EngineStopped,
+    InferenceFailed,
+    InferenceResult,
+    ModelNotFound,
+    QueueFull,
+)
+from rawserve.inference.model import InputError, Model, bundled_metadata, load_bundled
+from rawserve.priority import Priority
+
+Array = npt.NDArray[Any]
+MakeEngine = Callable[..., Awaitable[Engine]]
+
+SLOW_S = 0.02  # extra latency per batch of the deliberately slow model
+
+
+class Recording(Model):
+    """The real digits model, keeping a copy of every batch it runs, so a test
+    can tell which rows reached ONNX Runtime."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(load_bundled(), **options)
+        self.batches: list[Array] = []
+        self._lock = threading.Lock()
+
+    def run(
+        self, inputs: Mapping[str, Array], output_names: Sequence[str] | None = None
+    ) -> dict[str, Array]:
+        with self._lock:
+            self.batches.append(np.array(inputs["input"], copy=True))
+        return super().run(inputs, output_names)
+
+    def ran_row(self, row: Array) -> bool:
+        return any(bool((batch == row).all(axis=1).any()) for batch in self.batches)
+
+
+@pytest.fixture(scope="module")
+def samples() -> tuple[Array, Array]:
+    info = bundled_metadata()
+    x = np.array(info["samples"]["inputs"], dtype=np.float32)
+    y = np.array(info["samples"]["labels"], dtype=np.int64)
+    return x, y
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[MakeEngine]:
+    engines: list[Engine] = []
+
+    async def make(model: Model | None = None, **config: Any) -> Engine:
+        engine = Engine(EngineConfig(**config))
+        engine.add_model("digits", model if model is not None else Model(load_bundled()))
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.stop(timeout_s=2)
+
+
+def row(value: float) -> dict[str, Array]:
+    """One item whose 64 pixels all equal ``value``: easy to recognise later."""
+    return {"input": np.full((1, 64), value, dtype=np.float32)}
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.001)
+
+
+def batch_histogram(engine: Engine) -> tuple[list[int], float]:
+    return engine.m_batch_size.labels("digits").snapshot()
+
+
+# -- batching ----------------------------------------------------------------------
+
+
+async def test_concurrent_requests_are_batched_and_answered_per_row(
+    make_engine: MakeEngine, samples: tuple[Array, Array]
+) -> None:
+    engine = await make_engine(max_batch_size=32, max_batch_delay_s=0.005)
+    x, y = samples
+    n = 64
+    rows = [x[i % len(x)][None, :] for i in range(n)]
+    # What each caller must get back: its own row's outputs, as one run of the
+    # model over all rows computes them.
+    expected = engine.model("digits").run({"input": np.concatenate(rows)})
+
+    results = await asyncio.gather(*(engine.infer("digits", {"input": r}) for r in rows))
+
+    for i, result in enumerate(results):
+        assert isinstance(result, InferenceResult)
+        assert result.model == "digits" and result.version == "1"
+        assert result.outputs["label"].shape == (1,)
+        assert int(result.outputs["label"][0]) == int(expected["label"][i])
+        np.testing.assert_allclose(
+            result.outputs["probabilities"][0], expected["probabilities"][i], rtol=1e-5, atol=1e-6
+        )
+    # The bundled model is right on at least 9 of the 10 sample digits.
+    labels = np.array([int(r.outputs["label"][0]) for r in results])
+    assert np.sum(labels == y[np.arange(n) % len(y)]) >= 0.85 * n
+
+    stats = engine.stats("digits")
+    assert stats["items_run"] == n
+    assert stats["runs"] < n
+    counts, total = batch_histogram(engine)
+    assert counts[-1] == stats["runs"]  # one observation per run
+    assert total == n  # the sizes add up to the items
+    assert counts[0] < counts[-1]  # some batch held more than one item
+    assert max(r.batch_size for r in results) > 1
+    assert all(r.batch_size <= 32 for r in results)
+    text = engine.metrics.render().decode()
+    assert f'rawserve_batch_size_count{{model="digits"}} {stats["runs"]}' in text
+    assert 'rawserve_batch_size_sum{model="digits"} 64' in text
+    timing = results[0].server_timing()
+    assert timing.startswith("queue;dur=") and ", infer;dur=" in timing
+
+
+async def test_request_with_several_rows(
+    make_engine: MakeEngine, samples: tuple[Array, Array]
+) -> None:
+    engine = await make_engine(max_batch_size=8)
+    x, _ = samples
+    # Bigger than a batch: it runs alone, all its rows at once.
+    result = await engine.infer("digits", {"input": x}, outputs=["label"])
+    assert list(result.outputs) == ["label"]
+    expected = engine.model("digits").run({"input": x})["label"]
+    np.testing.assert_array_equal(result.outputs["label"], expected)
+
+
+async def test_unknown_model(make_engine: MakeEngine) -> None:
+    engine = await make_engine()
+    with pytest.raises(ModelNotFound) as caught:
+        await engine.infer("nope", row(0))
+    assert caught.value.status_code == 404 and "'nope'" in str(caught.value)
+
+
+# -- priority ----------------------------------------------------------------------
+
+
+async def finish_order(
+    engine: Engine, backlog: int, submit_urgent: Callable[[], Awaitable[InferenceResult]]
+) -> tuple[int, list[str]]:
+    """Queue ``backlog`` urgency-7 items on a busy slow model, then the urgent
+    one; return the urgent one's completion index and the order."""
+    order: list[str] = []
+
+    async def one(name: str, make: Callable[[], Awaitable[InferenceResult]]) -> None:
+        await make()
+        order.append(name)
+
+    tasks = [
+        asyncio.create_task(one(f"bulk{i}", lambda: engine.infer("digits", row(1), priority=7)))
+        for i in range(backlog)
+    ]
+    # Every bulk item is queued (and the first batch is running) before the urgent one.
+    await until(lambda: engine.stats("digits")["queued"] + 4 >= backlog)
+    assert engine.stats("digits")["queued"] >= backlog - 4
+    tasks.append(asyncio.create_task(one("urgent", submit_urgent)))
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    return order.index("urgent"), order
+
+
+@pytest.mark.parametrize("mode", ["fair", "strict"])
+async def test_urgent_request_overtakes_a_backlog(make_engine: MakeEngine, mode: str) -> None:
+    engine = await make_engine(
+        Model(load_bundled(), extra_latency_s=SLOW_S), max_batch_size=4, priority_mode=mode
+    )
+    index, order = await finish_order(
+        engine, 40, lambda: engine.infer("digits", row(2), priority=Priority(0))
+    )
+    # At worst it waits for the batch already running: it is in the next one.
+    assert index < 8, order
+    assert len(order) == 41
+
+
+async def test_priority_change_while_queued_moves_the_item(make_engine: MakeEngine) -> None:
+    engine = await make_engine(Model(load_bundled(), extra_latency_s=SLOW_S), max_batch_size=4)
+
+    class Request:
+        """What the HTTP layer hands over: on_priority_change(listener) -> remover."""
+
+        def __init__(self) -> None:
+            self.listeners: list[Callable[[Priority], None]] = []
+
+        def on_priority_change(self, listener: Callable[[Priority], None]) -> Callable[[], None]:
+            self.listeners.append(listener)
+            return lambda: self.listeners.remove(listener)
+
+    request = Request()
+
+    async def late_urgent() -> InferenceResult:
+        task = asyncio.ensure_future(
+            engine.infer(
+                "digits", row(3), priority=7, on_priority_change=request.on_priority_change
+            )
+        )
+        await until(lambda: bool(request.listeners))
+        # Queued behind the whole backlog at urgency 7; a PRIORITY_UPDATE arrives.
+        request.listeners[0](Priority(0))
+        return await task
+
+    index, order = await finish_order(engine, 40, late_urgent)
+    assert index < 8, order
+    assert request.listeners == []  # the engine unsubscribed when the request ended
+
+
+# -- cancellation --------------------------------------------------------------------
+
+
+async def test_cancel_removes_a_queued_item(make_engine: MakeEngine) -> None:
+    model = Recording(extra_latency_s=0.05)
+    engine = await make_engine(model, max_batch_size=4)
+    running = asyncio.create_task(engine.infer("digits", row(1)))
+    await until(lambda: len(model.batches) == 1)  # the worker is busy with it
+    queued = asyncio.create_task(engine.infer("digits", row(13)))
+    await until(lambda: engine.stats("digits")["queued"] == 1)
+
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert engine.stats("digits")["queued"] == 0
+    assert engine.stats("digits")["cancellations"] == 1
+    assert engine.m_cancellations.labels("digits").value == 1
+
+    await running
+    after = await engine.infer("digits", row(2))  # the engine still serves
+    assert after.batch_size == 1
+    stats = engine.stats("digits")
+    assert stats["items_run"] == 2 and stats["runs"] == 2
+    assert stats["dropped_results"] == 0
+    assert not model.ran_row(row(13)["input"])
+    assert model.ran_row(row(1)["input"]) and model.ran_row(row(2)["input"])
+
+
+async def test_cancel_while_running_drops_the_result(make_engine: MakeEngine) -> None:
+    model = Recording(extra_latency_s=0.05)
+    engine = await make_engine(model)
+    task = asyncio.create_task(engine.infer("digits", row(5)))
+    await until(lambda: len(model.batches) == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await until(lambda: engine.stats("digits")["runs"] == 1)
+    stats = engine.stats("digits")
+    assert stats["cancellations"] == 1 and stats["dropped_results"] == 1
+    assert stats["items_run"] == 1  # it did run; only its result was dropped
+    assert engine.m_cancellations.labels("digits").value == 1
+    result = await engine.infer("digits", row(6))
+    assert result.outputs["label"].shape == (1,)
+
+
+# -- admission and deadlines --------------------------------------------------------
+
+
+async def test_full_queue_is_refused_at_once(make_engine: MakeEngine) -> None:
+    model = Recording(extra_latency_s=0.05)
+    engine = await make_engine(model, max_batch_size=1, queue_limit=3)
+    tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(4)]
+    await until(lambda: engine.stats("digits")["queued"] == 3)  # one runs, three wait
+
+    with pytest.raises(QueueFull) as caught:
+        await engine.infer("digits", row(9))
+    err = caught.value
+    assert err.status_code == 503 and err.retry_after_s >= 1 and err.queue_limit == 3
+    assert engine.stats("digits")["rejections"] == 1
+    assert engine.m_rejections.labels("digits", "queue_full").value == 1
+    assert 'rawserve_rejections_total{model="digits",reason="queue_full"} 1' in (
+        engine.metrics.render().decode()
+    )
+
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert not model.ran_row(row(9)["input"])
+
+
+async def test_expired_deadline_is_never_run(make_engine: MakeEngine) -> None:
+    model = Recording(extra_latency_s=0.1)
+    engine = await make_engine(model, max_batch_size=1)
+    busy = asyncio.create_task(engine.infer("digits", row(1)))
+    await until(lambda: len(model.batches) == 1)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(DeadlineExceeded) as caught:
+        await engine.infer("digits", row(7), timeout_s=0.01)
+    waited = loop.time() - started
+    # Answered when the deadline passed, not when the busy worker freed up.
+    assert waited < 0.08
+    assert caught.value.status_code == 504 and caught.value.waited_s >= 0.009
+    assert "not run" in str(caught.value)
+    assert engine.stats("digits")["expirations"] == 1
+    assert engine.m_rejections.labels("digits", "deadline").value == 1
+
+    await busy
+    stats = engine.stats("digits")
+    assert stats["items_run"] == 1 and stats["queued"] == 0
+    assert not model.ran_row(row(7)["input"])
+
+
+async def test_configured_queue_timeout_applies(make_engine: MakeEngine) -> None:
+    model = Recording(extra_latency_s=0.1)
+    engine = await make_engine(model, max_batch_size=1, queue_timeout_s=0.01)
+    busy = asyncio.create_task(engine.infer("digits", row(1), timeout_s=5))
+    await until(lambda: len(model.batches) == 1)
+    with pytest.raises(DeadlineExceeded):
+        await engine.infer("digits", row(2))
+    await busy
+
+
+# -- validation --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "message"),
+    [
+        ({}, None, "missing input 'input'"),
+        ({"input": np.zeros((1, 63), np.float32)}, None, "shape [1, 63] does not match"),
+        ({"input": np.zeros((64,), np.float32)}, None, "shape [64] does not match"),
+        ({"input": np.full((1, 64), "a")}, None, "datatype BYTES cannot be converted to"),
+        ({"input": np.zeros((1, 64), bool)}, None, "datatype BOOL cannot be converted to"),
+        ({"input": np.full((1, 64), np.nan, np.float32)}, None, "are NaN or infinite"),
+        ({"input": np.full((1, 64), np.inf)}, None, "are NaN or infinite"),
+        ({"input": np.zeros((1, 64)), "extra": np.zeros(1)}, None, "unknown input 'extra'"),
+        ({"input": np.zeros((1, 64))}, ["nope"], "unknown output 'nope'"),
+    ],
+)
+async def test_bad_tensors_are_refused_before_queueing(
+    make_engine: MakeEngine, inputs: dict[str, Any], outputs: list[str] | None, message: str
+) -> None:
+    model = Recording()
+    engine = await make_engine(model)
+    with pytest.raises(InputError) as caught:
+        await engine.infer("digits", inputs, outputs=outputs)
+    assert caught.value.status_code == 422
+    assert message in str(caught.value)
+    stats = engine.stats("digits")
+    assert stats["queued"] == 0 and stats["runs"] == 0 and model.batches == []
+    assert engine.m_rejections.labels("digits", "validation").value == 1
+
+
+# -- shutdown -----------------------------------------------------------------------
+
+
+async def test_stop_answers_every_queued_item(make_engine: MakeEngine) -> None:
+    model = Recording(extra_latency_s=0.05)
+    engine = await make_engine(model, max_batch_size=2)
+    tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(10)]
+    await until(lambda: len(model.batches) == 1 and engine.stats("digits")["queued"] == 8)
+
+    await engine.stop(timeout_s=0)
+    assert not engine.ready
+    outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+    done = [o for o in outcomes if isinstance(o, InferenceResult)]
+    stopped = [o for o in outcomes if isinstance(o, EngineStopped)]
+    # The running batch finishes; everything queued is told, nothing is lost.
+    assert len(done) == 2 and len(stopped) == 8, outcomes
+    assert all(e.status_code == 503 for e in stopped)
+    assert engine.stats("digits")["items_run"] == 2 and len(model.batches) == 1
+
+    with pytest.raises(EngineStopped) as caught:
+        await engine.infer("digits", row(1))
+    assert caught.value.status_code == 503
+
+
+async def test_stop_waits_for_queued_work_within_the_timeout(make_engine: MakeEngine) -> None:
+    engine = await make_engine(Model(load_bundled(), extra_latency_s=0.01), max_batch_size=2)
+    tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(6)]
+    await until(lambda: engine.stats("digits")["queued"] == 4)
+    await engine.stop(timeout_s=5)
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(o, InferenceResult) for o in outcomes), outcomes
+
+
+async def test_infer_before_start_is_refused() -> None:
+    engine = Engine()
+    engine.add_model("digits", Model(load_bundled()))
+    with pytest.raises(EngineStopped, match="still loading"):
+        await engine.infer("digits", row(0))
+
+
+# -- model failures -----------------------------------------------------------------
+
+
+async def test_model_failure_fails_the_batch_and_the_engine_keeps_serving(
+    make_engine: MakeEngine,
+) -> None:
+    engine = await make_engine()
+    # Skipping validation lets a tensor through that ONNX Runtime itself refuses:
+    # a real failure of session.run, not a simulated one.
+    bad = {"input": np.zeros((1, 63), np.float32)}
+    with pytest.raises(InferenceFailed) as caught:
+        await engine.infer("digits", bad, validated=True)
+    assert caught.value.status_code == 500
+    assert "model 'digits' failed" in str(caught.value)
+
+    good = await engine.infer("digits", row(0))
+    assert good.outputs["label"].shape == (1,)
+    assert engine.stats("digits")["runs"] == 2 and engine.ready
