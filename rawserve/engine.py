@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -125,6 +126,10 @@ class _ModelState:
     timer_at: float | None = None
     runs: int = 0  # batches run (tests assert on it)
     items_run: int = 0
+    queue_wait: list[Any] = field(default_factory=list)  # histogram child per urgency
+    # The scheduler is shared with the worker threads, which take their next
+    # batch themselves (see Engine._work); every call into it holds this lock.
+    lock: threading.Lock = field(default_factory=threading.Lock)
     pending: set[asyncio.Future[Any]] = field(default_factory=set)
 
 
@@ -180,7 +185,8 @@ class Engine:
             mode=cfg.priority_mode,  # type: ignore[arg-type]
             default_timeout_s=cfg.queue_timeout_s if cfg.queue_timeout_s > 0 else None,
         )
-        self._models[name] = _ModelState(name, model, sched)
+        state = self._models[name] = _ModelState(name, model, sched)
+        state.queue_wait = [self.m_queue_wait.labels(name, str(u)) for u in range(8)]
         for u in range(8):
             self.m_queue_depth.labels(name, str(u)).set_function(_depth_reader(sched, u))
 
@@ -194,10 +200,12 @@ class Engine:
     def model_names(self) -> list[str]:
         return list(self._models)
 
-    def stats(self, name: str) -> dict[str, int]:
+    def stats(self, name: str) -> dict[str, Any]:
         s = self._models[name]
         sch = s.scheduler
         return {
+            "queued_by_urgency": sch.depth_by_urgency(),
+            "busy": s.busy,
             "runs": s.runs,
             "items_run": s.items_run,
             "queued": sch.depth(),
@@ -245,7 +253,9 @@ class Engine:
         ):
             await asyncio.sleep(0.01)
         for state in self._models.values():
-            for item in state.scheduler.clear():
+            with state.lock:
+                cleared = state.scheduler.clear()
+            for item in cleared:
                 self._fail(item, EngineStopped("the server shut down before this request ran"))
             if state.timer is not None:
                 state.timer.cancel()
@@ -305,7 +315,8 @@ class Engine:
             # Bigger than any batch: it runs alone, as one batch of its own rows.
             item.size = sched.max_batch_size
         try:
-            sched.submit(item, now)
+            with state.lock:
+                sched.submit(item, now)
         except QueueFull:
             self.m_rejections.labels(model, "queue_full").inc()
             raise
@@ -313,17 +324,29 @@ class Engine:
         if on_priority_change is not None:
 
             def moved(p: Priority) -> None:
-                if item.state is ItemState.QUEUED and sched.reprioritize(
-                    item, p.urgency, loop.time()
-                ):
+                with state.lock:
+                    changed = item.state is ItemState.QUEUED and sched.reprioritize(
+                        item, p.urgency, loop.time()
+                    )
+                if changed:
                     self._pump(state)
 
             remove = on_priority_change(moved)
-        self._pump(state)
+        # With every worker busy a new item changes nothing but, when its deadline
+        # is the earliest, the expiry timer: skip the pump otherwise (it costs
+        # about as much as the rest of a submission, once per item).
+        if (
+            state.busy < max(1, self.config.model_workers)
+            or state.timer_at is None
+            or (item.deadline is not None and item.deadline < state.timer_at)
+        ):
+            self._pump(state)
         try:
             return await fut
         except asyncio.CancelledError:
-            if sched.cancel(item) or item.state is ItemState.CANCELLED:
+            with state.lock:
+                cancelled = sched.cancel(item) or item.state is ItemState.CANCELLED
+            if cancelled:
                 self.m_cancellations.labels(model).inc()
             self._pump(state)
             raise
@@ -334,23 +357,31 @@ class Engine:
     # -- the pump ------------------------------------------------------------------
 
     def _pump(self, state: _ModelState) -> None:
+        """Answer expired items, start a worker on a batch while one is free,
+        and set the timer for the next moment anything can change."""
         loop = self._loop
         if loop is None:
             return
         sched = state.scheduler
         now = loop.time()
-        for item in sched.expired(now):
+        workers = max(1, self.config.model_workers)
+        batches: list[Batch] = []
+        with state.lock:
+            expired = sched.expired(now)
+            while state.busy < workers and self._pool is not None:
+                batch = sched.next_batch(now)
+                if batch is None:
+                    break
+                state.busy += 1
+                batches.append(batch)
+            at = sched.next_deadline() if state.busy < workers else sched.next_expiry()
+        for item in expired:
             self.m_rejections.labels(state.name, "deadline").inc()
             self._fail(item, DeadlineExceeded(now - item.enqueued_at))
-        workers = max(1, self.config.model_workers)
-        while state.busy < workers and self._pool is not None:
-            batch = sched.next_batch(now)
-            if batch is None:
-                break
-            state.busy += 1
-            fut = loop.run_in_executor(self._pool, _run_batch, state.model, batch)
-            fut.add_done_callback(partial(self._batch_done, state, batch))
-        at = sched.next_deadline() if state.busy < workers else sched.next_expiry()
+        for batch in batches:
+            assert self._pool is not None
+            fut = loop.run_in_executor(self._pool, self._work, state, batch, loop)
+            fut.add_done_callback(partial(self._worker_done, state, batch))
         if at != state.timer_at:
             if state.timer is not None:
                 state.timer.cancel()
@@ -364,23 +395,74 @@ class Engine:
         state.timer_at = None
         self._pump(state)
 
-    def _batch_done(self, state: _ModelState, batch: Batch, fut: asyncio.Future[Any]) -> None:
+    def _work(self, state: _ModelState, batch: Batch, loop: asyncio.AbstractEventLoop) -> None:
+        """In a worker thread: run ``batch``, then take the next batch that is
+        ready from the scheduler, until none is; each batch's results go back
+        to the loop (``_batch_done``).
+
+        The worker takes its next batch itself, at the moment it is free, as
+        the scheduler intends. Handing that back to the loop cost most of a
+        millisecond per batch on workload B: the loop had to wake up to pick
+        the batch, the worker had to wake up to run it, and answering the
+        finished batch woke every one of its callers, whose code held the GIL
+        the worker needed to stack the next batch and enter the model. Here
+        the worker already holds the GIL and the loop is idle when a run ends.
+        """
+        current: Batch | None = batch
+        while current is not None:
+            try:
+                result: tuple[list[dict[str, np.ndarray]], float] | None = _run_batch(
+                    state.model, current
+                )
+                error: BaseException | None = None
+            except Exception as exc:  # the model's failure is the batch's answer
+                result, error = None, exc
+            now = loop.time()
+            with state.lock:
+                delivered = state.scheduler.complete(current, now)
+                following = state.scheduler.next_batch(now)
+            try:
+                loop.call_soon_threadsafe(
+                    self._batch_done, state, current, delivered, result, error, now
+                )
+            except RuntimeError:  # the loop is closed: nobody is left to answer
+                following = None
+            current = following
+
+    def _worker_done(self, state: _ModelState, batch: Batch, fut: asyncio.Future[Any]) -> None:
+        """A worker stopped taking batches (none was ready)."""
         state.busy -= 1
+        if fut.cancelled():
+            # The pool shut down before the worker started: the batch never ran.
+            loop = self._loop
+            assert loop is not None
+            with state.lock:
+                delivered = state.scheduler.complete(batch, loop.time())
+            for item in delivered:
+                self._fail(item, EngineStopped("the server shut down before this request ran"))
+        elif fut.exception() is not None:
+            log.error("model %s worker failed", state.name, exc_info=fut.exception())
+        self._pump(state)
+
+    def _batch_done(
+        self,
+        state: _ModelState,
+        batch: Batch,
+        delivered: list[WorkItem],
+        result: tuple[list[dict[str, np.ndarray]], float] | None,
+        error: BaseException | None,
+        now: float,
+    ) -> None:
+        name = state.name
         state.runs += 1
         state.items_run += len(batch.items)
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
-        delivered = state.scheduler.complete(batch, now)
-        name = state.name
         self.m_batch_size.labels(name).observe(len(batch.items))
-        exc = fut.exception() if not fut.cancelled() else EngineStopped()
-        if exc is not None:
-            log.error("model %s failed on a batch of %d", name, len(batch.items), exc_info=exc)
+        if result is None:
+            log.error("model %s failed on a batch of %d", name, len(batch.items), exc_info=error)
             for item in delivered:
-                self._fail(item, InferenceFailed(f"model '{name}' failed: {exc}"))
+                self._fail(item, InferenceFailed(f"model '{name}' failed: {error}"))
         else:
-            per_item, infer_s = fut.result()
+            per_item, infer_s = result
             self.m_infer_time.labels(name).observe(infer_s)
             version = str(getattr(state.model, "version", "1"))
             index = {id(item): i for i, item in enumerate(batch.items)}
@@ -393,10 +475,11 @@ class Engine:
                     outs = {k: outs[k] for k in payload.outputs}
                 started = item.started_at if item.started_at is not None else now
                 queue_s = max(0.0, started - item.enqueued_at)
-                self.m_queue_wait.labels(name, str(item.urgency)).observe(queue_s)
+                state.queue_wait[item.urgency].observe(queue_s)
                 payload.future.set_result(
                     InferenceResult(outs, queue_s, infer_s, len(batch.items), name, version)
                 )
+        # Expiries and the timer; a free worker (model_workers > 1) may start.
         self._pump(state)
 
     def _fail(self, item: WorkItem, exc: BaseException) -> None:

@@ -99,8 +99,11 @@ class HTTPConnection(asyncio.Protocol):
         self._writable = True
         self._write_waiters: dict[int, asyncio.Future[None]] = {}
         self._flush_scheduled = False
+        # Response body bytes queued in the adapter since the last write.
+        self._unflushed = 0
         self._date = b""
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # when the connection times out
         self._idle_timer = False
         self._shutting_down = False
         # HTTP/1.1: requests parsed ahead of the one being answered.
@@ -120,26 +123,32 @@ class HTTPConnection(asyncio.Protocol):
     def send(self, event: OutgoingEvent) -> None:
         if self._closed:
             raise StreamClosedError(getattr(event, "stream_id", 0))
-        if type(event) is ResponseStart:
+        t = type(event)
+        if t is ResponseStart:
             date = self.server.clock.refresh(self.loop.time())
             if date is not self._date:
                 self._date = date
                 self.adapter.set_date_header(date)
         self.adapter.send(event)
+        if t is ResponseBody:
+            self._unflushed += len(event.data)  # type: ignore[union-attr]
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
-        if self.http2 is False and type(event) in (ResponseEnd, ResponseBody, ResponseStart):
-            end = (
-                type(event) is ResponseEnd
-                or (type(event) is ResponseBody and event.end_stream)
-                or (type(event) is ResponseStart and event.end_stream)
-            )
-            if end:
-                self.loop.call_soon(self._h1_response_done, event.stream_id)
+        if not self.http2 and (
+            t is ResponseEnd
+            or ((t is ResponseBody or t is ResponseStart) and event.end_stream)  # type: ignore[union-attr]
+        ):
+            self._h1_response_done(event.stream_id)
 
     async def drain(self, stream_id: int) -> None:
-        if self._flush_scheduled:
+        # Queued bytes normally go out in the flush scheduled by send(), once
+        # per loop iteration, so that every stream answered in one iteration
+        # shares a single write (a syscall each otherwise). A producer that
+        # queues a lot without yielding to the loop is flushed here instead:
+        # that bounds the adapter's buffer, and lets the transport say
+        # pause_writing when the peer does not read.
+        if self._flush_scheduled and self._unflushed >= self.limits.write_buffer_bytes:
             self._flush()
         if self._closed:
             raise StreamClosedError(stream_id)
@@ -164,9 +173,7 @@ class HTTPConnection(asyncio.Protocol):
             return
         if self.http2:
             self.adapter.acknowledge(stream_id, n)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.loop.call_soon(self._flush)
+            self._schedule_flush()
         else:
             self._unacked -= n
             self._maybe_resume_reading()
@@ -261,7 +268,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self._cancel_timer()
+        self._stop_timer()
         self.server.connections.discard(self)
         for driver in list(self.streams.values()):
             driver.reset()
@@ -372,7 +379,9 @@ class HTTPConnection(asyncio.Protocol):
             sid = driver.stream_id
             if self.streams.get(sid) is driver:
                 del self.streams[sid]
-            self._flush()
+            # What the driver queued last goes out with the scheduled flush;
+            # one is needed anyway to close a connection that should close.
+            self._schedule_flush()
             if self.http2:
                 if not self.streams and not self._closed:
                     self._arm_timer(self.limits.idle_timeout_s)
@@ -388,15 +397,13 @@ class HTTPConnection(asyncio.Protocol):
         if active is None or self.http2 or active.stream_id != stream_id:
             return
         self._h1_active = None
-        self._flush()
+        # Pipelined responses share the scheduled write, which also closes
+        # the connection if the adapter says so.
+        self._schedule_flush()
         if self._closed:
             return
         if self.adapter.should_close:
             return
-        resume = getattr(self.adapter, "resume", None)
-        if resume is not None:
-            self._handle_events(resume(self.loop.time()))
-            self._flush()
         if self._h1_active is None and self._h1_queue:
             nxt = self._h1_queue.popleft()
             self._h1_active = nxt
@@ -435,8 +442,14 @@ class HTTPConnection(asyncio.Protocol):
 
     # -- output ----------------------------------------------------------------
 
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._unflushed = 0
         if self._closed or self.adapter is None:
             return
         data = self.adapter.data_to_send()
@@ -485,20 +498,49 @@ class HTTPConnection(asyncio.Protocol):
 
     # -- timers and shutdown -------------------------------------------------
 
+    # Deadlines move on every request, timers seldom fire: moving a deadline
+    # only records it, and the one armed timer, when it fires early, re-arms
+    # itself for the current deadline. That spares a timer (heap or libuv
+    # handle) created and cancelled per request.
+
     def _arm_timer(self, delay: float, *, idle: bool = False) -> None:
-        self._cancel_timer()
         self._idle_timer = idle and not self.http2
-        if delay > 0 and not self._closed:
-            self._timer = self.loop.call_later(delay, self._on_timeout)
+        if delay <= 0 or self._closed:
+            self._deadline = None
+            return
+        deadline = self.loop.time() + delay
+        self._deadline = deadline
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _cancel_timer(self) -> None:
         self._idle_timer = False
+        self._deadline = None
+
+    def _stop_timer(self) -> None:
+        self._cancel_timer()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _on_timeout(self) -> None:
+    def _on_timer(self) -> None:
         self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._closed:
+            return
+        # A timer may fire a clock tick early (uvloop counts milliseconds);
+        # a millisecond early is on time, and spares re-arming in a loop.
+        if self.loop.time() < deadline - 0.001:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            return
+        self._deadline = None
+        self._on_timeout()
+
+    def _on_timeout(self) -> None:
         if self._closed:
             return
         if self.streams:
@@ -524,7 +566,7 @@ class HTTPConnection(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None and not self._closed:
             self._closed = True
-            self._cancel_timer()
+            self._stop_timer()
             self.transport.close()
 
     def _abort(self) -> None:

@@ -254,6 +254,9 @@ def test_concurrent_requests_are_batched(srv: RunningServer) -> None:
     before = metric(srv, "rawserve_batch_size_count", model="digits")
     items_before = metric(srv, "rawserve_batch_size_sum", model="digits")
     with httpx.Client(http2=True, verify=False) as client:
+        # Open the one HTTP/2 connection first: httpcore racing several TLS
+        # handshakes from threads drops the extras ("Server disconnected").
+        assert client.get(f"{srv.https_url}/healthz").http_version == "HTTP/2"
         results: list[int] = []
 
         def one(i: int) -> None:
@@ -273,6 +276,14 @@ def test_concurrent_requests_are_batched(srv: RunningServer) -> None:
 
 
 # -- scheduling over the protocols -----------------------------------------------------
+
+
+def wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never became true")
+        time.sleep(0.005)
 
 
 def slow_app(latency_s: float, **settings: Any) -> Any:
@@ -305,15 +316,19 @@ def h2_finish_order(c: RawH2, sids: set[int], timeout: float = 20) -> list[int]:
 
 
 def test_urgent_request_overtakes_a_backlog_via_priority_header() -> None:
-    with run_server(slow_app(0.02), tls=False) as srv:
+    app = slow_app(0.02)
+    with run_server(app, tls=False) as srv:
         wait_ready(srv)
         c = RawH2(srv.http_port)
         backlog = {h2_predict(c, ROWS[0], [("priority", "u=7")]) for _ in range(20)}
-        time.sleep(0.05)
+        wait_for(lambda: app.engine.stats("digits")["queued"] >= 15)
         urgent = h2_predict(c, ROWS[1], [("priority", "u=0")])
+        wait_for(lambda: app.engine.stats("digits")["queued_by_urgency"][0] == 1)
+        done_before = app.engine.stats("digits")["items_run"]
         order = h2_finish_order(c, backlog | {urgent})
         assert len(order) == 21
-        assert order.index(urgent) <= 3, order
+        # At worst it waits for the batch already running (a non-preemptive bound).
+        assert order.index(urgent) <= done_before + 1, (order, done_before)
         c.close()
 
 
@@ -323,18 +338,21 @@ def priority_update_frame(stream_id: int, value: bytes) -> bytes:
 
 
 def test_priority_update_moves_a_queued_request() -> None:
-    with run_server(slow_app(0.02), tls=False) as srv:
+    app = slow_app(0.02)
+    with run_server(app, tls=False) as srv:
         wait_ready(srv)
         c = RawH2(srv.http_port)
         backlog = [h2_predict(c, ROWS[0], [("priority", "u=7")]) for _ in range(20)]
-        time.sleep(0.1)
+        wait_for(lambda: app.engine.stats("digits")["queued"] >= 15)
         moved = backlog[-1]
         c.sock.sendall(priority_update_frame(moved, b"u=0"))
+        wait_for(lambda: app.engine.stats("digits")["queued_by_urgency"][0] == 1)
+        done_before = app.engine.stats("digits")["items_run"]
         order = h2_finish_order(c, set(backlog))
         assert len(order) == 20
         # Sent last at u=7 it would finish last; moved to u=0 it runs as soon as
-        # the worker is free (a few finished during the 100 ms before the update).
-        assert order.index(moved) <= 8, order
+        # the running batch ends.
+        assert order.index(moved) <= done_before + 1, (order, done_before)
         c.close()
 
 
@@ -344,9 +362,9 @@ def test_rst_stream_cancels_queued_inference() -> None:
         wait_ready(srv)
         c = RawH2(srv.http_port)
         running = h2_predict(c, ROWS[0])
-        time.sleep(0.05)
+        wait_for(lambda: app.engine.stats("digits")["busy"] == 1)
         queued = h2_predict(c, ROWS[1])
-        time.sleep(0.05)
+        wait_for(lambda: app.engine.stats("digits")["queued"] == 1)
         c.conn.reset_stream(queued, error_code=8)
         c.flush()
         order = h2_finish_order(c, {running})
@@ -368,10 +386,10 @@ def test_closed_http11_connection_cancels_queued_inference() -> None:
                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         first = socket.create_connection(("127.0.0.1", srv.http_port))
         first.sendall(req)
-        time.sleep(0.05)
+        wait_for(lambda: app.engine.stats("digits")["busy"] == 1)
         second = socket.create_connection(("127.0.0.1", srv.http_port))
         second.sendall(req)
-        time.sleep(0.05)
+        wait_for(lambda: app.engine.stats("digits")["queued"] == 1)
         second.close()
         assert first.recv(65536).startswith(b"HTTP/1.1 200 OK")
         first.close()
@@ -386,6 +404,7 @@ def test_full_queue_gets_503_with_retry_after_and_expired_deadline_504() -> None
         wait_ready(srv)
         with httpx.Client(http2=True) as client:
             url = f"{srv.http_url}/predict"
+            client.get(f"{srv.http_url}/healthz")  # one connection, opened before the threads
             statuses: list[httpx.Response] = []
 
             def one() -> None:
@@ -407,7 +426,7 @@ def test_full_queue_gets_503_with_retry_after_and_expired_deadline_504() -> None
         blocker = threading.Thread(
             target=lambda: httpx.post(url, json={"inputs": ROWS[0]}, timeout=10))
         blocker.start()
-        time.sleep(0.05)
+        wait_for(lambda: app.engine.stats("digits")["busy"] == 1)
         r = httpx.post(url, json={"inputs": ROWS[0]}, headers={"x-request-timeout-ms": "50"})
         blocker.join()
         assert r.status_code == 504 and "deadline" in r.json()["detail"]

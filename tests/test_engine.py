@@ -419,3 +419,32 @@ async def test_model_failure_fails_the_batch_and_the_engine_keeps_serving(
     good = await engine.infer("digits", row(0))
     assert good.outputs["label"].shape == (1,)
     assert engine.stats("digits")["runs"] == 2 and engine.ready
+
+
+async def test_a_failed_batch_does_not_stop_the_worker(make_engine: MakeEngine) -> None:
+    model = Recording(extra_latency_s=0.03)
+    engine = await make_engine(model, max_batch_size=4)
+    first = asyncio.create_task(engine.infer("digits", row(1)))
+    await until(lambda: len(model.batches) == 1)
+    # Queued behind the running batch: one the model refuses (its own shape, so
+    # its own batch), then good ones the same worker takes after the failure.
+    bad = asyncio.create_task(
+        engine.infer("digits", {"input": np.zeros((1, 63), np.float32)}, validated=True)
+    )
+    good = [asyncio.create_task(engine.infer("digits", row(i))) for i in (2, 3)]
+    outcomes = await asyncio.wait_for(asyncio.gather(first, bad, *good, return_exceptions=True), 5)
+    assert isinstance(outcomes[1], InferenceFailed)
+    assert all(isinstance(o, InferenceResult) for i, o in enumerate(outcomes) if i != 1)
+    assert engine.stats("digits")["runs"] == 3
+
+
+async def test_several_workers_run_batches_at_once(make_engine: MakeEngine) -> None:
+    engine = await make_engine(
+        Model(load_bundled(), extra_latency_s=0.1), max_batch_size=1, model_workers=2
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    results = await asyncio.gather(*(engine.infer("digits", row(i)) for i in range(2)))
+    assert loop.time() - started < 0.18  # two runs of 0.1 s side by side, not in a row
+    assert [r.batch_size for r in results] == [1, 1]
+    assert engine.stats("digits")["runs"] == 2

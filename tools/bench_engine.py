@@ -6,8 +6,8 @@
 For each model it measures
 
 (a) in-process ONNX Runtime: ``Model.run`` on random inputs at batch sizes
-    1, 2, 4, ..., 64, one intra-op thread, the median of ``--repeat`` timed
-    repetitions of at least ``--min-time`` seconds each;
+    1, 2, 4, ..., 64, one intra-op thread, each timed for ``--min-time``
+    seconds;
 (b) the engine: ``--submitters`` coroutines, each looping ``engine.infer``
     with one row, for ``--duration`` seconds after ``--warmup``; completed
     items per second, the mean batch size the engine formed (from its
@@ -21,9 +21,12 @@ Models: A is the bundled digits classifier; B (``build/models/mlp.onnx``) and
 C (``build/models/cnn.onnx``) are the synthetic benchmark models, made with
 tools/make_models.py when missing (that needs the ``onnx`` package).
 
-It prints markdown tables; figures are medians over ``--repeat`` runs. Pin
-it with ``taskset`` to compare like with like: with one core, the event loop,
-the submitters and ONNX Runtime share it, as the in-process runs share it.
+Each of ``--repeat`` repetitions measures (a) and then (b), and each engine
+run is compared with the curve measured just before it, so that a shared
+machine's drifting speed cancels out; the tables give medians. Pin it with
+``taskset -c 1`` to give the engine the one core the in-process runs use (the
+event loop, the submitters and ONNX Runtime then share it); unpinned on a
+two-core machine, the event loop has a core of its own.
 """
 
 from __future__ import annotations
@@ -102,27 +105,22 @@ def random_rows(model: Model, rows: int, seed: int = 0) -> Array:
 # -- (a) in-process ---------------------------------------------------------------
 
 
-def in_process(
-    model: Model, sizes: Sequence[int], *, repeat: int, min_time_s: float
-) -> dict[int, float]:
-    """Median items/s of ``Model.run`` per batch size."""
+def in_process(model: Model, sizes: Sequence[int], *, min_time_s: float) -> dict[int, float]:
+    """Items/s of ``Model.run`` per batch size, each timed for ``min_time_s``."""
     name = model.inputs[0].name
     data = random_rows(model, max(sizes))
     curve: dict[int, float] = {}
     for size in sizes:
         feed = {name: np.ascontiguousarray(data[:size])}
         model.run(feed)  # allocations for this size happen outside the timing
-        rates = []
-        for _ in range(repeat):
-            runs = 0
-            started = time.perf_counter()
-            elapsed = 0.0
-            while elapsed < min_time_s:
-                model.run(feed)
-                runs += 1
-                elapsed = time.perf_counter() - started
-            rates.append(runs * size / elapsed)
-        curve[size] = statistics.median(rates)
+        runs = 0
+        started = time.perf_counter()
+        elapsed = 0.0
+        while elapsed < min_time_s:
+            model.run(feed)
+            runs += 1
+            elapsed = time.perf_counter() - started
+        curve[size] = runs * size / elapsed
     return curve
 
 
@@ -282,36 +280,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.loop} loop; {args.duration:g} s timed after {args.warmup:g} s, "
         f"median of {args.repeat}\n"
     )
-    curves: dict[str, dict[int, float]] = {}
+    # The machine is shared and its speed drifts: each repetition measures the
+    # in-process curve and then the engine, and each engine run is compared
+    # with the curve measured just before it.
+    curves: dict[str, list[dict[int, float]]] = {}
     results: dict[str, list[EngineRun]] = {}
     for letter in args.models:
         model = Model(model_spec(letter), intra_op_threads=1)
         model.warmup(args.batch_sizes)
-        curves[letter] = in_process(
-            model, args.batch_sizes, repeat=args.repeat, min_time_s=args.min_time
-        )
-        results[letter] = [
-            run(
-                engine_run(
-                    model,
-                    submitters=args.submitters,
-                    duration_s=args.duration,
-                    warmup_s=args.warmup,
-                    max_batch_size=args.max_batch_size,
-                    max_batch_delay_ms=args.max_batch_delay_ms,
-                    workers=args.workers,
+        curves[letter], results[letter] = [], []
+        for _ in range(args.repeat):
+            curves[letter].append(in_process(model, args.batch_sizes, min_time_s=args.min_time))
+            results[letter].append(
+                run(
+                    engine_run(
+                        model,
+                        submitters=args.submitters,
+                        duration_s=args.duration,
+                        warmup_s=args.warmup,
+                        max_batch_size=args.max_batch_size,
+                        max_batch_delay_ms=args.max_batch_delay_ms,
+                        workers=args.workers,
+                    )
                 )
             )
-            for _ in range(args.repeat)
-        ]
         print(f"model {letter} done", file=sys.stderr)
+    medians = {
+        letter: {s: statistics.median(c[s] for c in curves[letter]) for s in args.batch_sizes}
+        for letter in args.models
+    }
 
     print("In-process ONNX Runtime, items/s by batch size (1 intra-op thread):\n")
     print(
         table(
             ["model", *map(str, args.batch_sizes)],
             [
-                [letter, *(f"{curves[letter][s]:,.0f}" for s in args.batch_sizes)]
+                [letter, *(f"{medians[letter][s]:,.0f}" for s in args.batch_sizes)]
                 for letter in args.models
             ],
         )
@@ -323,8 +327,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate = statistics.median(r.items_per_s for r in runs)
         batch = statistics.median(r.mean_batch for r in runs)
         cpu = statistics.median(r.loop_cpu_us_per_item for r in runs)
-        ratios = [r.items_per_s / interpolate(curves[letter], r.mean_batch) for r in runs]
-        reference = interpolate(curves[letter], batch)
+        ratios = [
+            r.items_per_s / interpolate(curve, r.mean_batch)
+            for r, curve in zip(runs, curves[letter], strict=True)
+        ]
+        reference = interpolate(medians[letter], batch)
         rows.append(
             [
                 f"{letter}: {DESCRIPTIONS[letter]}",
