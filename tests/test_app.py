@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydantic  # the test extra installs it; rawserve itself runs without it (tested below)
 import pytest
 
 from rawserve import (
@@ -39,12 +40,6 @@ from rawserve.events import RequestReceived
 from rawserve.exceptions import RequestValidationError
 from rawserve.priority import DEFAULT_PRIORITY, Priority
 
-try:
-    import pydantic
-except ImportError:  # pragma: no cover - the venv installs it for the tests
-    pydantic = None  # type: ignore[assignment]
-
-needs_pydantic = pytest.mark.skipif(pydantic is None, reason="pydantic is not installed")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -454,7 +449,7 @@ async def test_response_class_and_returned_responses() -> None:
 
 
 async def test_numpy_results_encode_as_json() -> None:
-    np = pytest.importorskip("numpy")
+    import numpy as np
     app = RawServe()
 
     @app.get("/probs")
@@ -517,7 +512,6 @@ if pydantic is not None:
         price: float = 1.0
 
 
-@needs_pydantic
 async def test_response_model_filters_fields() -> None:
     app = RawServe()
 
@@ -538,7 +532,6 @@ async def test_response_model_filters_fields() -> None:
     assert r.json() == [{"username": "a", "email": "a@x", "full_name": None}]
 
 
-@needs_pydantic
 async def test_response_model_exclude_unset_and_dicts() -> None:
     app = RawServe()
 
@@ -550,7 +543,6 @@ async def test_response_model_exclude_unset_and_dicts() -> None:
     assert r.json() == {"name": "x"}
 
 
-@needs_pydantic
 async def test_a_return_value_the_response_model_rejects_is_500() -> None:
     app = RawServe()
 
@@ -562,7 +554,6 @@ async def test_a_return_value_the_response_model_rejects_is_500() -> None:
     assert (r.status, r.json()) == (500, {"detail": "Internal Server Error"})
 
 
-@needs_pydantic
 async def test_a_return_annotation_pydantic_cannot_model_is_ignored() -> None:
     app = RawServe()
 
