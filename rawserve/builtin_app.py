@@ -227,9 +227,16 @@ async def _run(
         raise
 
 
-def _engine_error(exc: Exception, as_v2: bool) -> Response | None:
-    """The response for an engine error, or None if it is not one."""
+def _error_response(exc: Exception, as_v2: bool) -> Response | None:
+    """The answer to a request the endpoint or the engine refused, in V2's
+    shape or FastAPI's; None for an exception that is a server bug."""
     make = _v2_error if as_v2 else _detail
+    if isinstance(exc, v2.V2Error):
+        return make(str(exc), 400)
+    if isinstance(exc, _BadInput):
+        return make(str(exc), 422)
+    if isinstance(exc, BodyTooLarge):
+        return make(str(exc), 413)
     if isinstance(exc, QueueFull):
         return make(str(exc), 503, {"retry-after": str(exc.retry_after_s)})
     if isinstance(exc, DeadlineExceeded):
@@ -333,14 +340,10 @@ def _routes(app: InferenceApp) -> None:
                 outputs=req.output_names,
             )
             payload, headers = v2.encode_response_for(req, name, result.version, result.outputs)
-        except v2.V2Error as exc:
-            return _v2_error(str(exc), 400)
-        except BodyTooLarge as exc:
-            return _v2_error(str(exc), 413)
         except (ClientDisconnected, asyncio.CancelledError):
             raise
         except Exception as exc:
-            response = _engine_error(exc, as_v2=True)
+            response = _error_response(exc, as_v2=True)
             if response is None:
                 raise
             return response
@@ -387,14 +390,10 @@ def _routes(app: InferenceApp) -> None:
                 app, request, name, arrays, urgency=None,
                 timeout_s=_deadline(request, None), outputs=None,
             )
-        except _BadInput as exc:
-            return _detail(str(exc), 422)
-        except BodyTooLarge as exc:
-            return _detail(str(exc), 413)
         except (ClientDisconnected, asyncio.CancelledError):
             raise
         except Exception as exc:
-            response = _engine_error(exc, as_v2=False)
+            response = _error_response(exc, as_v2=False)
             if response is None:
                 raise
             return response
