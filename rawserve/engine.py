@@ -6,7 +6,10 @@ drives each scheduler the way aioquic's glue drives a QuicConnection: after
 every change it asks ``next_batch(now)`` while a worker is free, answers
 ``expired(now)`` with 504s, and sets one loop timer from ``next_deadline()``.
 Batches run in worker threads (``session.run`` releases the GIL), so the event
-loop never blocks on a model.
+loop never blocks on a model. A worker that finishes a batch takes the next
+ready one from the scheduler itself (under the model's lock) before posting
+the answers back to the loop, so a busy model runs batch after batch without
+waiting for the loop (see ``Engine._work``).
 """
 
 from __future__ import annotations
@@ -407,12 +410,16 @@ class Engine:
         finished batch woke every one of its callers, whose code held the GIL
         the worker needed to stack the next batch and enter the model. Here
         the worker already holds the GIL and the loop is idle when a run ends.
+        For the same reason the next batch is stacked before the answers are
+        posted: numpy lets go of the GIL while it copies a large batch (C's
+        1.5 MB), and the woken loop would keep it for a millisecond.
         """
         current: Batch | None = batch
+        stacked = _stack(batch)
         while current is not None:
             try:
                 result: tuple[list[dict[str, np.ndarray]], float] | None = _run_batch(
-                    state.model, current
+                    state.model, current, stacked
                 )
                 error: BaseException | None = None
             except Exception as exc:  # the model's failure is the batch's answer
@@ -421,6 +428,8 @@ class Engine:
             with state.lock:
                 delivered = state.scheduler.complete(current, now)
                 following = state.scheduler.next_batch(now)
+            if following is not None:
+                stacked = _stack(following)
             try:
                 loop.call_soon_threadsafe(
                     self._batch_done, state, current, delivered, result, error, now
@@ -502,11 +511,22 @@ def _bucket_sizes(max_batch: int) -> list[int]:
     return sizes
 
 
-def _run_batch(model: Any, batch: Batch) -> tuple[list[dict[str, np.ndarray]], float]:
-    """In a worker thread: stack the items, run once, split the rows back."""
-    items = batch.items
-    inputs = [item.payload.inputs for item in items]
-    stacked = inputs[0] if len(inputs) == 1 else _model.concat(inputs)
+def _stack(batch: Batch) -> dict[str, np.ndarray] | Exception:
+    """The batch's inputs stacked into one feed (or why they cannot be)."""
+    inputs = [item.payload.inputs for item in batch.items]
+    try:
+        return inputs[0] if len(inputs) == 1 else _model.concat(inputs)
+    except Exception as exc:  # reported as the batch's failure by _run_batch
+        return exc
+
+
+def _run_batch(
+    model: Any, batch: Batch, stacked: dict[str, np.ndarray] | Exception
+) -> tuple[list[dict[str, np.ndarray]], float]:
+    """In a worker thread: run the stacked batch once, split the rows back."""
+    if isinstance(stacked, Exception):
+        raise stacked
+    inputs = [item.payload.inputs for item in batch.items]
     started = time.perf_counter()
     outputs = model.run(stacked)
     infer_s = time.perf_counter() - started

@@ -4,6 +4,7 @@ over real sockets with httpx and the h2 library as clients."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -74,10 +75,12 @@ def test_model_metadata_matches_the_model(srv: RunningServer) -> None:
         assert meta == model.metadata()
         assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
         assert {o["name"]: o["datatype"] for o in meta["outputs"]} == {
-            "label": "INT64", "probabilities": "FP32",
+            "label": "INT64",
+            "probabilities": "FP32",
         }
     assert httpx.get(f"{srv.http_url}/v2/models/digits/ready").json() == {
-        "name": "digits", "ready": True,
+        "name": "digits",
+        "ready": True,
     }
 
 
@@ -94,8 +97,14 @@ def test_unknown_model_and_version_are_404_with_v2_error(srv: RunningServer) -> 
 
 def v2_json_request(rows: list[list[int]], **extra: Any) -> dict[str, Any]:
     return {
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [len(rows), 64],
-                    "data": [v for row in rows for v in row]}],
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP32",
+                "shape": [len(rows), 64],
+                "data": [v for row in rows for v in row],
+            }
+        ],
         **extra,
     }
 
@@ -120,8 +129,10 @@ def test_v2_json_round_trip(srv: RunningServer, http2: bool) -> None:
 
 
 def test_v2_requested_outputs_only(srv: RunningServer) -> None:
-    r = httpx.post(f"{srv.http_url}/v2/models/digits/infer",
-                   json=v2_json_request(ROWS[:1], outputs=[{"name": "label"}]))
+    r = httpx.post(
+        f"{srv.http_url}/v2/models/digits/infer",
+        json=v2_json_request(ROWS[:1], outputs=[{"name": "label"}]),
+    )
     assert [o["name"] for o in r.json()["outputs"]] == ["label"]
 
 
@@ -129,16 +140,26 @@ def test_v2_binary_tensors_round_trip(srv: RunningServer) -> None:
     """Triton's binary tensor extension: FP32 in as raw bytes, INT64 and FP32
     out as raw bytes after a JSON header of Inference-Header-Content-Length."""
     x = np.asarray(ROWS[:3], dtype=np.float32)
-    header = json.dumps({
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 64],
-                    "parameters": {"binary_data_size": x.nbytes}}],
-        "parameters": {"binary_data_output": True},
-    }).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": [3, 64],
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
     r = httpx.post(
         f"{srv.http_url}/v2/models/digits/infer",
         content=header + x.tobytes(),
-        headers={"inference-header-content-length": str(len(header)),
-                 "content-type": "application/octet-stream"},
+        headers={
+            "inference-header-content-length": str(len(header)),
+            "content-type": "application/octet-stream",
+        },
     )
     assert r.status_code == 200, r.text
     n = int(r.headers["inference-header-content-length"])
@@ -159,17 +180,40 @@ def test_v2_binary_tensors_round_trip(srv: RunningServer) -> None:
 @pytest.mark.parametrize(
     ("payload", "needle"),
     [
-        ({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 63],
-                      "data": [0] * 63}]}, "input"),
-        ({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64],
-                      "data": [0] * 64}]}, "pixels"),
-        ({"inputs": [{"name": "input", "datatype": "INT64", "shape": [1, 64],
-                      "data": [0] * 64}]}, "input"),
-        ({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64],
-                      "data": [0] * 10}]}, "input"),
+        (
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 63], "data": [0] * 63}]},
+            "input",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": [0] * 64}
+                ]
+            },
+            "pixels",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "datatype": "INT64", "shape": [1, 64], "data": [0] * 64}
+                ]
+            },
+            "input",
+        ),
+        (
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0] * 10}]},
+            "input",
+        ),
         ({"inputs": []}, "input"),
-        ({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64],
-                      "data": [0] * 64}], "outputs": [{"name": "nope"}]}, "nope"),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0] * 64}
+                ],
+                "outputs": [{"name": "nope"}],
+            },
+            "nope",
+        ),
     ],
 )
 def test_v2_bad_tensors_get_400_naming_the_input(
@@ -181,8 +225,11 @@ def test_v2_bad_tensors_get_400_naming_the_input(
 
 
 def test_v2_invalid_json_is_400(srv: RunningServer) -> None:
-    r = httpx.post(f"{srv.http_url}/v2/models/digits/infer", content=b"{nope",
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{srv.http_url}/v2/models/digits/infer",
+        content=b"{nope",
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400 and "error" in r.json()
 
 
@@ -203,8 +250,10 @@ def test_predict_json_one_row_and_rows(srv: RunningServer) -> None:
 def test_predict_npy_upload(srv: RunningServer) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(ROWS[2], dtype=np.float32))
-    r = httpx.post(f"{srv.http_url}/predict",
-                   files={"file": ("digit.npy", buf.getvalue(), "application/octet-stream")})
+    r = httpx.post(
+        f"{srv.http_url}/predict",
+        files={"file": ("digit.npy", buf.getvalue(), "application/octet-stream")},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["prediction"] == LABELS[2]
 
@@ -220,7 +269,9 @@ def test_predict_npy_upload(srv: RunningServer) -> None:
         ({"files": {"file": ("x.npy", b"not an npy file", "application/octet-stream")}}, "npy"),
     ],
 )
-def test_predict_bad_input_gets_422(srv: RunningServer, kwargs: dict[str, Any], needle: str) -> None:
+def test_predict_bad_input_gets_422(
+    srv: RunningServer, kwargs: dict[str, Any], needle: str
+) -> None:
     if kwargs.get("files", {}).get("file", ("",))[0] == "nan.npy":
         buf = io.BytesIO()
         np.save(buf, np.full(64, np.nan, dtype=np.float32))  # JSON cannot carry NaN; .npy can
@@ -241,10 +292,17 @@ def test_metrics_show_requests_queues_and_batches(srv: RunningServer) -> None:
     httpx.post(f"{srv.http_url}/predict", json={"inputs": ROWS[0]})
     text = httpx.get(f"{srv.http_url}/metrics").text
     families = {f.name for f in text_string_to_metric_families(text)}
-    for name in ("rawserve_requests", "rawserve_request_seconds", "rawserve_queue_depth",
-                 "rawserve_queue_wait_seconds", "rawserve_batch_size",
-                 "rawserve_inference_seconds", "rawserve_rejections",
-                 "rawserve_cancellations", "rawserve_validation_errors"):
+    for name in (
+        "rawserve_requests",
+        "rawserve_request_seconds",
+        "rawserve_queue_depth",
+        "rawserve_queue_wait_seconds",
+        "rawserve_batch_size",
+        "rawserve_inference_seconds",
+        "rawserve_rejections",
+        "rawserve_cancellations",
+        "rawserve_validation_errors",
+    ):
         assert name in families, name
     assert metric(srv, "rawserve_requests_total", route="/predict", status="200") >= 1
     assert metric(srv, "rawserve_batch_size_count", model="digits") >= 1
@@ -253,22 +311,22 @@ def test_metrics_show_requests_queues_and_batches(srv: RunningServer) -> None:
 def test_concurrent_requests_are_batched(srv: RunningServer) -> None:
     before = metric(srv, "rawserve_batch_size_count", model="digits")
     items_before = metric(srv, "rawserve_batch_size_sum", model="digits")
-    with httpx.Client(http2=True, verify=False) as client:
-        # Open the one HTTP/2 connection first: httpcore racing several TLS
-        # handshakes from threads drops the extras ("Server disconnected").
-        assert client.get(f"{srv.https_url}/healthz").http_version == "HTTP/2"
-        results: list[int] = []
 
-        def one(i: int) -> None:
-            r = client.post(f"{srv.https_url}/predict", json={"inputs": ROWS[i % 10]})
-            results.append(r.json()["prediction"])
+    async def burst() -> list[int]:
+        # One HTTP/2 connection, 48 concurrent streams (an async client: the
+        # sync one is not safe to share between threads over HTTP/2).
+        async with httpx.AsyncClient(http2=True, verify=False) as client:
+            await client.get(f"{srv.https_url}/healthz")
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(48)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert sorted(results) == sorted(LABELS[i % 10] for i in range(48))
+            async def one(i: int) -> int:
+                r = await client.post(f"{srv.https_url}/predict", json={"inputs": ROWS[i % 10]})
+                assert r.http_version == "HTTP/2"
+                return int(r.json()["prediction"])
+
+            return list(await asyncio.gather(*(one(i) for i in range(48))))
+
+    results = asyncio.run(burst())
+    assert results == [LABELS[i % 10] for i in range(48)]  # each caller got its own row
     batches = metric(srv, "rawserve_batch_size_count", model="digits") - before
     items = metric(srv, "rawserve_batch_size_sum", model="digits") - items_before
     assert items == 48
@@ -295,9 +353,18 @@ def slow_app(latency_s: float, **settings: Any) -> Any:
 def h2_predict(c: RawH2, row: list[int], headers: list[tuple[str, str]] | None = None) -> int:
     sid = c.conn.get_next_available_stream_id()
     body = json.dumps({"inputs": row}).encode()
-    c.conn.send_headers(sid, [(":method", "POST"), (":path", "/predict"), (":scheme", "http"),
-                              (":authority", "localhost"), ("content-type", "application/json"),
-                              ("content-length", str(len(body))), *(headers or [])])
+    c.conn.send_headers(
+        sid,
+        [
+            (":method", "POST"),
+            (":path", "/predict"),
+            (":scheme", "http"),
+            (":authority", "localhost"),
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            *(headers or []),
+        ],
+    )
     c.conn.send_data(sid, body, end_stream=True)
     c.flush()
     return sid
@@ -382,8 +449,10 @@ def test_closed_http11_connection_cancels_queued_inference() -> None:
     with run_server(app, tls=False) as srv:
         wait_ready(srv)
         body = json.dumps({"inputs": ROWS[0]}).encode()
-        req = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        req = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         first = socket.create_connection(("127.0.0.1", srv.http_port))
         first.sendall(req)
         wait_for(lambda: app.engine.stats("digits")["busy"] == 1)
@@ -424,14 +493,17 @@ def test_full_queue_gets_503_with_retry_after_and_expired_deadline_504() -> None
 
         # Deadline: a 50 ms deadline behind a 200 ms run expires in the queue.
         blocker = threading.Thread(
-            target=lambda: httpx.post(url, json={"inputs": ROWS[0]}, timeout=10))
+            target=lambda: httpx.post(url, json={"inputs": ROWS[0]}, timeout=10)
+        )
         blocker.start()
         wait_for(lambda: app.engine.stats("digits")["busy"] == 1)
         r = httpx.post(url, json={"inputs": ROWS[0]}, headers={"x-request-timeout-ms": "50"})
         blocker.join()
         assert r.status_code == 504 and "deadline" in r.json()["detail"]
-        v2 = httpx.post(f"{srv.http_url}/v2/models/digits/infer",
-                        json=v2_json_request(ROWS[:1], parameters={"timeout": 1}))
+        v2 = httpx.post(
+            f"{srv.http_url}/v2/models/digits/infer",
+            json=v2_json_request(ROWS[:1], parameters={"timeout": 1}),
+        )
         assert v2.status_code in (200, 504)
 
 
@@ -459,8 +531,10 @@ def test_shutdown_answers_every_queued_request() -> None:
     with run_server(app, tls=False, graceful_timeout_s=0.5) as srv:
         wait_ready(srv)
         body = json.dumps({"inputs": ROWS[0]}).encode()
-        req = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        req = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         socks = [socket.create_connection(("127.0.0.1", srv.http_port)) for _ in range(12)]
         for s in socks:
             s.sendall(req)

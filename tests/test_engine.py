@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -448,3 +449,18 @@ async def test_several_workers_run_batches_at_once(make_engine: MakeEngine) -> N
     assert loop.time() - started < 0.18  # two runs of 0.1 s side by side, not in a row
     assert [r.batch_size for r in results] == [1, 1]
     assert engine.stats("digits")["runs"] == 2
+
+
+async def test_a_busy_worker_takes_its_next_batch_without_the_loop(
+    make_engine: MakeEngine,
+) -> None:
+    model = Recording(extra_latency_s=0.01)
+    engine = await make_engine(model, max_batch_size=1)
+    tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(20)]
+    await until(lambda: len(model.batches) >= 1)
+    before = len(model.batches)
+    # The loop is stuck (a handler's blocking call): the model keeps going.
+    time.sleep(0.15)
+    assert len(model.batches) - before >= 5
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert len(results) == 20 and engine.stats("digits")["runs"] == 20

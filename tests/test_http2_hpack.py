@@ -13,8 +13,16 @@ from hpack.hpack import encode_integer
 
 from rawserve.protocols.http2 import _Decoder, _Encoder
 
-NAMES = [b":method", b":path", b"x-a", b"accept", b"user-agent", b"cookie", b"x-long",
-         b"content-length"]
+NAMES = [
+    b":method",
+    b":path",
+    b"x-a",
+    b"accept",
+    b"user-agent",
+    b"cookie",
+    b"x-long",
+    b"content-length",
+]
 
 
 def _literal(enc: Encoder, name: bytes, value: bytes, never: bool, huff: bool) -> bytes:
@@ -39,8 +47,9 @@ def _literal(enc: Encoder, name: bytes, value: bytes, never: bool, huff: bool) -
 
 def _decode(d: Decoder, block: bytes) -> tuple[str, object]:
     try:
-        return "ok", [(a, b, type(a).__name__, type(b).__name__) for a, b in
-                      d.decode(block, raw=True)]
+        return "ok", [
+            (a, b, type(a).__name__, type(b).__name__) for a, b in d.decode(block, raw=True)
+        ]
     except Exception as exc:  # the error type must match too
         return "err", type(exc).__name__
 
@@ -64,7 +73,8 @@ def test_fast_decoder_matches_hpack(seed: int) -> None:
             fields = [(rng.choice(NAMES), _value(rng)) for _ in range(rng.randint(1, 12))]
             huff = rng.random() < 0.5
             block = b"".join(
-                _literal(enc, n, v, rng.random() < 0.3, huff) if rng.random() < 0.3
+                _literal(enc, n, v, rng.random() < 0.3, huff)
+                if rng.random() < 0.3
                 else enc.encode([(n, v)], huffman=huff)
                 for n, v in fields
             )
@@ -94,8 +104,10 @@ def test_fast_encoder_matches_hpack(seed: int) -> None:
         size = rng.choice([0, 100, 4096])
         reference.header_table_size = fast.header_table_size = size
         for _ in range(6):
-            fields = [(rng.choice(NAMES + [b"server", b"date", b"content-type"]), _value(rng))
-                      for _ in range(rng.randint(1, 10))]
+            fields = [
+                (rng.choice([*NAMES, b"server", b"date", b"content-type"]), _value(rng))
+                for _ in range(rng.randint(1, 10))
+            ]
             huff = rng.random() < 0.5
             assert fast.encode(fields, huffman=huff) == reference.encode(fields, huffman=huff)
             assert fast.header_table.dynamic_entries == reference.header_table.dynamic_entries

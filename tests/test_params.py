@@ -43,7 +43,7 @@ from rawserve.params import (
     constrain,
 )
 from rawserve.params import QueryParam as QueryInfo
-from tests.test_app import ROOT, call, make_request, multipart, needs_pydantic
+from tests.test_app import ROOT, call, make_request, multipart
 
 try:
     import pydantic
@@ -151,7 +151,6 @@ def _theirs(tp: Any, value: Any) -> Any:
         return ("err", [dict(e, loc=tuple(e["loc"])) for e in exc.errors(include_url=False)])
 
 
-@needs_pydantic
 @pytest.mark.parametrize(("tp", "value"), SCALAR_CASES, ids=repr)
 def test_scalar_validation_matches_pydantic(tp: Any, value: Any) -> None:
     ours, theirs = _ours(tp, value), _theirs(tp, value)
@@ -181,7 +180,6 @@ CONSTRAINT_CASES: list[tuple[Any, dict[str, Any], Any]] = [
 ]
 
 
-@needs_pydantic
 @pytest.mark.parametrize(("tp", "kw", "value"), CONSTRAINT_CASES, ids=repr)
 def test_constraints_match_pydantic(tp: Any, kw: dict[str, Any], value: Any) -> None:
     def ours() -> Any:
@@ -616,7 +614,6 @@ if pydantic is not None:
         username: str
 
 
-@needs_pydantic
 async def test_pydantic_model_body() -> None:
     app = RawServe()
 
@@ -649,7 +646,6 @@ async def test_pydantic_model_body() -> None:
     assert detail(r)[0]["loc"] == ["body", 13]
 
 
-@needs_pydantic
 async def test_embed_and_several_body_params() -> None:
     app = RawServe()
 
@@ -696,7 +692,6 @@ async def test_embed_and_several_body_params() -> None:
     }
 
 
-@needs_pydantic
 async def test_optional_body_and_model_list() -> None:
     app = RawServe()
 
@@ -845,7 +840,6 @@ async def test_a_file_where_text_is_expected_is_422() -> None:
     assert [(e["type"], e["loc"]) for e in errors] == [("string_type", ["body", "text"])]
 
 
-@needs_pydantic
 async def test_form_model() -> None:
     class Login(pydantic.BaseModel):
         username: str

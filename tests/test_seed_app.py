@@ -40,9 +40,20 @@ def test_predict_upload(srv: RunningServer, mode: str, tmp_path: Path) -> None:
     sample = tmp_path / "digit.bin"
     sample.write_bytes(bytes(range(64)))
     out = subprocess.run(
-        [curl, "-sS", *MODES[mode], "-w", "\n%{http_version}", "-F", f"file=@{sample}",
-         _url(srv, mode, "/predict")],
-        capture_output=True, timeout=10, check=True, text=True,
+        [
+            curl,
+            "-sS",
+            *MODES[mode],
+            "-w",
+            "\n%{http_version}",
+            "-F",
+            f"file=@{sample}",
+            _url(srv, mode, "/predict"),
+        ],
+        capture_output=True,
+        timeout=10,
+        check=True,
+        text=True,
     ).stdout
     body, version = out.rsplit("\n", 1)
     assert version == ("1.1" if mode == "http1.1" else "2")
@@ -56,7 +67,10 @@ def test_stream_ten_chunks(srv: RunningServer, mode: str) -> None:
     curl = need("curl")
     out = subprocess.run(
         [curl, "-sS", "-N", *MODES[mode], _url(srv, mode, "/stream")],
-        capture_output=True, timeout=10, check=True, text=True,
+        capture_output=True,
+        timeout=10,
+        check=True,
+        text=True,
     ).stdout
     assert out.splitlines() == [f"chunk {i}" for i in range(10)]
 
@@ -72,9 +86,25 @@ def test_cli_serves_the_seed_app_to_curl() -> None:
     http_port, tls_port = _free_port(), _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rawserve", "tests.apps.seed_app:app", "--host", "127.0.0.1",
-         "--http-port", str(http_port), "--port", str(tls_port), "--quic-port", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "rawserve",
+            "tests.apps.seed_app:app",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(http_port),
+            "--port",
+            str(tls_port),
+            "--quic-port",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -89,8 +119,9 @@ def test_cli_serves_the_seed_app_to_curl() -> None:
             (["--http2-prior-knowledge"], f"http://127.0.0.1:{http_port}/stream"),
             (["--http2", "-k"], f"https://127.0.0.1:{tls_port}/stream"),
         ):
-            out = subprocess.run([curl, "-sS", *args, url], capture_output=True, timeout=10,
-                                 text=True)
+            out = subprocess.run(
+                [curl, "-sS", *args, url], capture_output=True, timeout=10, text=True
+            )
             assert out.stdout.splitlines()[-1] == "chunk 9", (args, out.stderr)
     finally:
         proc.terminate()

@@ -60,7 +60,9 @@ def test_curl_http11(srv: RunningServer) -> None:
     curl = need("curl")
     out = subprocess.run(
         [curl, "-sS", "--http1.1", "-i", f"{srv.http_url}/items/7?q=abc"],
-        capture_output=True, timeout=10, check=True,
+        capture_output=True,
+        timeout=10,
+        check=True,
     ).stdout
     assert out.startswith(b"HTTP/1.1 200 OK\r\n")
     assert json.loads(out.split(b"\r\n\r\n", 1)[1]) == {"item_id": 7, "q": "abc"}
@@ -70,7 +72,9 @@ def test_curl_http11_over_tls(srv: RunningServer) -> None:
     curl = need("curl")
     out = subprocess.run(
         [curl, "-sS", "-k", "--http1.1", "-w", "%{http_version}", f"{srv.https_url}/"],
-        capture_output=True, timeout=10, check=True,
+        capture_output=True,
+        timeout=10,
+        check=True,
     ).stdout
     assert out == b'{"hello":"world"}1.1'
 
@@ -86,12 +90,15 @@ def test_httpx_keep_alive_reuses_one_connection(srv: RunningServer) -> None:
 
 
 def test_pipelined_requests_are_answered_in_order(srv: RunningServer) -> None:
-    reqs = b"".join(
-        f"GET /items/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(5)
-    ) + b"GET /items/99 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    reqs = (
+        b"".join(f"GET /items/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(5))
+        + b"GET /items/99 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     out = raw(srv.http_port, reqs)
-    bodies = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])
-              for part in out.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    bodies = [
+        json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])
+        for part in out.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    ]
     assert [b["item_id"] for b in bodies] == [0, 1, 2, 3, 4, 99]
 
 
@@ -103,7 +110,9 @@ def test_chunked_request_and_streaming_response(srv: RunningServer) -> None:
     )
     status, _, body = split_status(raw(srv.http_port, req))
     assert status == 200 and json.loads(body) == {"received": 11}
-    out = raw(srv.http_port, b"GET /stream/3?size=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    out = raw(
+        srv.http_port, b"GET /stream/3?size=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     status, headers, body = split_status(out)
     assert headers["transfer-encoding"] == "chunked"
     assert body == b"4\r\nyyyy\r\n4\r\nyyyy\r\n4\r\nyyyy\r\n0\r\n\r\n"
@@ -111,8 +120,9 @@ def test_chunked_request_and_streaming_response(srv: RunningServer) -> None:
 
 def test_expect_100_continue(srv: RunningServer) -> None:
     with socket.create_connection(("127.0.0.1", srv.http_port), timeout=5) as s:
-        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
-                  b"Expect: 100-continue\r\n\r\n")
+        s.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
         assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n")
         s.sendall(b"ping")
         status, _, body = split_status(s.recv(4096))
@@ -150,23 +160,30 @@ def test_oversized_chunked_body_gets_413(srv: RunningServer) -> None:
 
 
 def test_malformed_chunk_gets_400(srv: RunningServer) -> None:
-    out = raw(srv.http_port, b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                             b"zz\r\nhello\r\n0\r\n\r\n")
+    out = raw(
+        srv.http_port,
+        b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nhello\r\n0\r\n\r\n",
+    )
     status, _, body = split_status(out)
     assert status == 400 and "detail" in json.loads(body)
 
 
 def test_smuggling_cl_and_te_gets_400(srv: RunningServer) -> None:
-    out = raw(srv.http_port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /fail HTTP/1.1\r\n\r\n")
+    out = raw(
+        srv.http_port,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /fail HTTP/1.1\r\n\r\n",
+    )
     status, _, body = split_status(out)
     assert status == 400 and "detail" in json.loads(body)
     assert out.count(b"HTTP/1.1 ") == 1  # the smuggled request was never served
 
 
 def test_invalid_json_and_wrong_types_get_422(srv: RunningServer) -> None:
-    r = httpx.post(f"{srv.http_url}/json", content=b"{not json",
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{srv.http_url}/json", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
     assert r.json()["detail"][0]["type"] == "json_invalid"
     r = httpx.get(f"{srv.http_url}/items/abc")
@@ -211,8 +228,11 @@ def test_slow_headers_are_cut_off(srv: RunningServer) -> None:
 
 
 def test_server_survives_garbage(srv: RunningServer) -> None:
-    for junk in (b"GET / HTTP/9.9\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
-                 b"GET /\x01 HTTP/1.1\r\n\r\n"):
+    for junk in (
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\n\r\n",
+    ):
         out = raw(srv.http_port, junk)
         assert out.startswith(b"HTTP/1.1 4") or out.startswith(b"HTTP/1.1 505"), out[:40]
         assert b'"detail"' in out

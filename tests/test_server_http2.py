@@ -31,7 +31,9 @@ def test_curl_http2_over_tls(srv: RunningServer) -> None:
     curl = need("curl")
     out = subprocess.run(
         [curl, "-sS", "-k", "--http2", "-w", " %{http_version}", f"{srv.https_url}/items/3?q=x"],
-        capture_output=True, timeout=10, check=True,
+        capture_output=True,
+        timeout=10,
+        check=True,
     ).stdout
     body, version = out.rsplit(b" ", 1)
     assert version == b"2"
@@ -41,9 +43,19 @@ def test_curl_http2_over_tls(srv: RunningServer) -> None:
 def test_curl_h2c_prior_knowledge(srv: RunningServer) -> None:
     curl = need("curl")
     out = subprocess.run(
-        [curl, "-sS", "--http2-prior-knowledge", "-w", " %{http_version}",
-         "--data-binary", "hello h2c", f"{srv.http_url}/echo"],
-        capture_output=True, timeout=10, check=True,
+        [
+            curl,
+            "-sS",
+            "--http2-prior-knowledge",
+            "-w",
+            " %{http_version}",
+            "--data-binary",
+            "hello h2c",
+            f"{srv.http_url}/echo",
+        ],
+        capture_output=True,
+        timeout=10,
+        check=True,
     ).stdout
     assert out == b"hello h2c 2"
 
@@ -52,7 +64,9 @@ def test_curl_h2c_upgrade(srv: RunningServer) -> None:
     curl = need("curl")
     out = subprocess.run(
         [curl, "-sS", "--http2", "-i", f"{srv.http_url}/items/5"],
-        capture_output=True, timeout=10, check=True,
+        capture_output=True,
+        timeout=10,
+        check=True,
     ).stdout
     assert out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert b"HTTP/2 200" in out
@@ -72,9 +86,18 @@ def test_httpx_http2(srv: RunningServer) -> None:
 def test_nghttp_multiple_streams(srv: RunningServer) -> None:
     nghttp = need("nghttp")
     out = subprocess.run(
-        [nghttp, "-n", "-s", f"{srv.http_url}/items/1", f"{srv.http_url}/bytes/200000",
-         f"{srv.http_url}/stream/20"],
-        capture_output=True, timeout=20, check=True, text=True,
+        [
+            nghttp,
+            "-n",
+            "-s",
+            f"{srv.http_url}/items/1",
+            f"{srv.http_url}/bytes/200000",
+            f"{srv.http_url}/stream/20",
+        ],
+        capture_output=True,
+        timeout=20,
+        check=True,
+        text=True,
     ).stdout
     assert len(re.findall(r"\b200\b", out)) >= 3, out
 
@@ -83,7 +106,10 @@ def test_h2load_thousands_of_multiplexed_requests(srv: RunningServer) -> None:
     h2load = need("h2load")
     out = subprocess.run(
         [h2load, "-n", "5000", "-c", "4", "-m", "50", f"{srv.http_url}/healthz"],
-        capture_output=True, timeout=120, check=True, text=True,
+        capture_output=True,
+        timeout=120,
+        check=True,
+        text=True,
     ).stdout
     assert "5000 succeeded, 0 failed, 0 errored" in out, out
     assert re.search(r"status codes: 5000 2xx", out), out
@@ -93,7 +119,10 @@ def test_h2load_over_tls(srv: RunningServer) -> None:
     h2load = need("h2load")
     out = subprocess.run(
         [h2load, "-n", "2000", "-c", "2", "-m", "20", f"{srv.https_url}/"],
-        capture_output=True, timeout=120, check=True, text=True,
+        capture_output=True,
+        timeout=120,
+        check=True,
+        text=True,
     ).stdout
     assert "2000 succeeded, 0 failed, 0 errored" in out, out
 
@@ -121,11 +150,20 @@ class RawH2:
         if data:
             self.sock.sendall(data)
 
-    def request(self, path: str, method: str = "GET", body: bytes | None = None,
-                end: bool = True) -> int:
+    def request(
+        self, path: str, method: str = "GET", body: bytes | None = None, end: bool = True
+    ) -> int:
         sid = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(sid, [(":method", method), (":path", path), (":scheme", "http"),
-                                     (":authority", "localhost")], end_stream=body is None and end)
+        self.conn.send_headers(
+            sid,
+            [
+                (":method", method),
+                (":path", path),
+                (":scheme", "http"),
+                (":authority", "localhost"),
+            ],
+            end_stream=body is None and end,
+        )
         if body is not None:
             self.conn.send_data(sid, body, end_stream=end)
         self.flush()
@@ -176,6 +214,7 @@ def test_rst_stream_cancels_the_handler(srv: RunningServer) -> None:
 
 def _server_buffered(srv: RunningServer) -> int:
     """Bytes the server holds for its connections: adapter queues + socket buffers."""
+
     def measure() -> int:
         total = 0
         for conn in srv.server.connections:
@@ -185,6 +224,7 @@ def _server_buffered(srv: RunningServer) -> int:
             if conn.transport is not None:
                 total += conn.transport.get_write_buffer_size()
         return total
+
     return int(srv.call(measure))
 
 
@@ -236,8 +276,10 @@ def test_slow_handler_pushes_back_on_the_client(srv: RunningServer) -> None:
 def test_h2c_upgrade_with_invalid_settings_gets_400(srv: RunningServer) -> None:
     # HTTP2-Settings carrying SETTINGS_INITIAL_WINDOW_SIZE = 2^31 (over the maximum).
     s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=5)
-    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-              b"Upgrade: h2c\r\nHTTP2-Settings: AASAAAAA\r\n\r\n")
+    s.sendall(
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AASAAAAA\r\n\r\n"
+    )
     data = b""
     while chunk := s.recv(4096):
         data += chunk
