@@ -223,6 +223,10 @@ class Model:
             self._tensor_spec(arg, "output") for arg in self._session.get_outputs()
         )
         self._inputs_by_name = {t.name: t for t in self.inputs}
+        # The signature as error messages name it; built once, not per request.
+        self._expected_inputs = ", ".join(
+            f"{t.name!r} {t.datatype} {_format_shape(t.v2_shape())}" for t in self.inputs
+        )
         self._output_names = [t.name for t in self.outputs]
         # Batching needs a dynamic first dimension on every input; a model with
         # fixed shapes takes exactly one item per run.
@@ -283,9 +287,7 @@ class Model:
         """Check one request's tensors against the signature and return them
         converted: C-contiguous, the model's exact dtypes, in the model's input
         order. Raises ``InputError`` naming the first input that is wrong."""
-        expected = ", ".join(
-            f"{t.name!r} {t.datatype} {_format_shape(t.v2_shape())}" for t in self.inputs
-        )
+        expected = self._expected_inputs
         for name in inputs:
             if name not in self._inputs_by_name:
                 raise InputError(
