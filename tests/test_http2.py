@@ -19,7 +19,6 @@ import h2.settings
 import pytest
 from hyperframe.frame import (
     DataFrame,
-    Frame,
     GoAwayFrame,
     HeadersFrame,
     RstStreamFrame,
@@ -47,6 +46,7 @@ from rawserve.events import (
 )
 from rawserve.priority import Priority
 from rawserve.protocols.http2 import H2Connection
+from tests.test_h2_conformance import parse_frames
 
 GET = [
     (b":method", b"GET"),
@@ -62,17 +62,6 @@ POST = [
     (b":authority", b"example.com"),
 ]
 ENHANCE_YOUR_CALM = 0xB
-
-
-def parse_frames(data: bytes) -> list[Frame]:
-    frames: list[Frame] = []
-    view = memoryview(data)
-    while view:
-        frame, length = Frame.parse_frame_header(view[:9])
-        frame.parse_body(view[9 : 9 + length])
-        frames.append(frame)
-        view = view[9 + length :]
-    return frames
 
 
 class Pair:
