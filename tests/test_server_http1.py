@@ -245,3 +245,30 @@ def test_request_line_without_version_is_closed_without_answer(srv: RunningServe
         assert raw(srv.http_port, junk) == b""
     assert httpx.get(f"{srv.http_url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{srv.http_url}/healthz").json() == {"status": "ok"}
+
+
+def test_slow_handler_pauses_reading_of_a_large_body(srv: RunningServer) -> None:
+    """HTTP/1.1 has no window: a handler that does not read makes the server
+    stop reading the socket once read_buffer_bytes are buffered."""
+    s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=5)
+    s.setblocking(False)
+    # Under the fixture's 1 MB body limit, four times the 256 KiB read buffer.
+    s.sendall(b"POST /sleep?seconds=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 990000\r\n\r\n")
+    chunk = b"b" * 65536
+    sent = 0
+    deadline = time.monotonic() + 0.8
+    while time.monotonic() < deadline and sent < 990000:
+        try:
+            sent += s.send(chunk[: 990000 - sent])
+        except BlockingIOError:
+            time.sleep(0.01)
+
+    def buffered() -> int:
+        return sum(d.body.buffered for c in srv.server.connections for d in c.streams.values())
+
+    held = int(srv.call(buffered))
+    s.close()
+    # The default read buffer (256 KiB) plus at most one read of the event loop
+    # (256 KiB) before reading pauses; the kernel's socket buffers hold the rest
+    # of the 990 kB, and nothing grows with the body size.
+    assert 0 < held <= 2 * 256 * 1024, held

@@ -78,3 +78,9 @@ async def fail() -> None:
 @app.get("/teapot")
 async def teapot() -> None:
     raise HTTPException(418, detail="short and stout")
+
+
+@app.post("/sleep")
+async def sleep_without_reading(seconds: float = 0.5) -> dict[str, float]:
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
