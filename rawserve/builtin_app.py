@@ -24,6 +24,7 @@ then V2 ``parameters.priority``. Deadline: V2 ``parameters.timeout``, else the
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import time
@@ -459,17 +460,21 @@ async def _predict_input(request: Request) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(array, dtype=np.float32), batched
 
 
-def _labels(model: str) -> list[str] | None:
+@functools.lru_cache(maxsize=64)
+def _labels(model: str) -> tuple[str, ...] | None:
+    """The bundled model's class labels, read once (not per request)."""
     if model != "digits":
         return None
     try:
         labels = bundled_metadata("digits").get("labels")
     except Exception:
         return None
-    return list(labels) if labels else None
+    return tuple(labels) if labels else None
 
 
-def _classify(outputs: Mapping[str, np.ndarray], labels: list[str] | None) -> list[dict[str, Any]]:
+def _classify(
+    outputs: Mapping[str, np.ndarray], labels: tuple[str, ...] | None
+) -> list[dict[str, Any]]:
     """(prediction, confidence) per row, from a classifier's outputs: a
     ``probabilities``-like 2-D output (softmaxed when it is not one already),
     and a ``label`` output when the model has it."""
@@ -481,8 +486,8 @@ def _classify(outputs: Mapping[str, np.ndarray], labels: list[str] | None) -> li
     if probs is None:
         first = next(iter(outputs.values()))
         return [{"prediction": v.item() if hasattr(v, "item") else v} for v in first]
-    sums = probs.sum(axis=1)
-    if not (np.all(probs >= 0) and np.allclose(sums, 1.0, atol=1e-3)):
+    # Probabilities already (non-negative rows summing to 1)? Else softmax.
+    if probs.min() < 0 or float(np.abs(probs.sum(axis=1) - 1.0).max()) > 1e-3:
         shifted = np.exp(probs - probs.max(axis=1, keepdims=True))
         probs = shifted / shifted.sum(axis=1, keepdims=True)
     best = probs.argmax(axis=1)

@@ -61,7 +61,11 @@ class InferenceSettings:
     # Spinning burns an idle edge box's cores; off unless asked for.
     allow_spinning: bool = False
     max_batch_size: int = 32
-    max_batch_delay_ms: float = 2.0
+    # How long a partial batch may wait for company while a worker is idle.
+    # 0: a free worker takes what is queued at once; under load, batches form
+    # from what queues during the previous run (measured better for both a
+    # tiny and a memory-bound model, docs/BENCHMARKS.md).
+    max_batch_delay_ms: float = 0.0
     # weight(u) for urgencies 0..7; None: doubling per level (128, 64, ..., 1).
     priority_weights: tuple[float, ...] | None = None
     priority_mode: str = "fair"  # fair | strict

@@ -91,7 +91,7 @@ class InferenceFailed(RawServeError):
 @dataclass(frozen=True)
 class EngineConfig:
     max_batch_size: int = 32
-    max_batch_delay_s: float = 0.002
+    max_batch_delay_s: float = 0.0
     queue_limit: int = 2048
     queue_timeout_s: float = 30.0
     priority_weights: tuple[float, ...] | None = None

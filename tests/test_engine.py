@@ -367,7 +367,8 @@ async def test_bad_tensors_are_refused_before_queueing(
 
 async def test_stop_answers_every_queued_item(make_engine: MakeEngine) -> None:
     model = Recording(extra_latency_s=0.05)
-    engine = await make_engine(model, max_batch_size=2)
+    # A short batch delay, so the first batch takes the first two submissions.
+    engine = await make_engine(model, max_batch_size=2, max_batch_delay_s=0.002)
     tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(10)]
     await until(lambda: len(model.batches) == 1 and engine.stats("digits")["queued"] == 8)
 
@@ -387,7 +388,9 @@ async def test_stop_answers_every_queued_item(make_engine: MakeEngine) -> None:
 
 
 async def test_stop_waits_for_queued_work_within_the_timeout(make_engine: MakeEngine) -> None:
-    engine = await make_engine(Model(load_bundled(), extra_latency_s=0.01), max_batch_size=2)
+    engine = await make_engine(
+        Model(load_bundled(), extra_latency_s=0.01), max_batch_size=2, max_batch_delay_s=0.002
+    )
     tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(6)]
     await until(lambda: engine.stats("digits")["queued"] == 4)
     await engine.stop(timeout_s=5)
