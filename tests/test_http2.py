@@ -89,6 +89,12 @@ class Pair:
         self.client.send_headers(sid, headers, end_stream=end)
         return sid
 
+    def set_client_window(self, size: int) -> None:
+        """The client advertises a small stream window, and the server has it."""
+        self.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: size})
+        self.to_server()
+        self.to_client()
+
     def respond(self, sid: int, body: bytes = b"ok", headers: Any = ()) -> None:
         self.server.send(ResponseStart(sid, 200, list(headers)))
         self.server.send(ResponseBody(sid, body, end_stream=True))
@@ -333,9 +339,7 @@ def test_response_end_after_body_sends_empty_end_stream() -> None:
 
 def test_response_larger_than_window_stays_queued_until_window_update() -> None:
     pair = Pair()
-    pair.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
-    pair.to_server()
-    pair.to_client()
+    pair.set_client_window(1000)
     sid = pair.request()
     pair.to_server()
     pair.respond(sid, b"y" * 5000)
@@ -435,9 +439,7 @@ def test_push_promise_is_not_implemented() -> None:
 
 def test_client_reset_gives_stream_reset_and_drops_queue() -> None:
     pair = Pair()
-    pair.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 10})
-    pair.to_server()
-    pair.to_client()
+    pair.set_client_window(10)
     sid = pair.request()
     pair.to_server()
     pair.respond(sid, b"q" * 1000)
