@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rawserve import status
-from rawserve.app import RawServe
+from rawserve.applications import RawServe
 from rawserve.background import BackgroundTasks
-from rawserve.config import Config
+from rawserve.core.config import Config
+from rawserve.core.priority import Priority
 from rawserve.datastructures import UploadFile
 from rawserve.exceptions import HTTPException
 from rawserve.params import Body, Cookie, Depends, File, Form, Header, Path, Query, Security
-from rawserve.priority import Priority
 from rawserve.requests import Request
 from rawserve.responses import (
     FileResponse,
@@ -25,7 +25,7 @@ from rawserve.responses import (
 from rawserve.routing import APIRouter
 
 if TYPE_CHECKING:
-    from rawserve.server import Server, run
+    from rawserve.serving.server import Server, run
 
 # A FastAPI program moves over by changing ``fastapi`` to ``rawserve`` in its imports.
 FastAPI = RawServe
@@ -66,7 +66,7 @@ def __getattr__(name: str) -> Any:
     # The server (sockets, TLS, event loop policy) loads only when asked for:
     # importing the app surface stays cheap and socket-free.
     if name in ("Server", "run"):
-        from rawserve import server
+        from rawserve.serving import server
 
         return getattr(server, name)
     raise AttributeError(f"module 'rawserve' has no attribute {name!r}")

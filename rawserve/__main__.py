@@ -21,11 +21,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn, get_type_hints
 
-from rawserve.config import Config, Limits
-from rawserve.errors import ConfigError
+from rawserve.core.config import Config, Limits
+from rawserve.core.errors import ConfigError
 
 PROG = "rawserve"
-DEFAULT_APP = "rawserve.builtin_app:app"
+DEFAULT_APP = "rawserve.inference.builtin_app:app"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOOPS = ("auto", "asyncio", "uvloop")
@@ -152,46 +152,64 @@ def build_parser() -> argparse.ArgumentParser:
         "'digits' classifier",
     )
     engine.add_argument(
-        "--model-workers", type=_number(int, "--model-workers", (1, 256)),
-        default=inf.model_workers, metavar="N",
+        "--model-workers",
+        type=_number(int, "--model-workers", (1, 256)),
+        default=inf.model_workers,
+        metavar="N",
         help="worker threads per model, each running one batch at a time (%(default)s)",
     )
     engine.add_argument(
-        "--intra-op-threads", type=_number(int, "--intra-op-threads", (0, 1024)),
-        default=inf.intra_op_threads, metavar="N",
+        "--intra-op-threads",
+        type=_number(int, "--intra-op-threads", (0, 1024)),
+        default=inf.intra_op_threads,
+        metavar="N",
         help="ONNX Runtime threads inside one run; 0: one per core (%(default)s)",
     )
     engine.add_argument(
-        "--allow-spinning", action=argparse.BooleanOptionalAction, default=inf.allow_spinning,
+        "--allow-spinning",
+        action=argparse.BooleanOptionalAction,
+        default=inf.allow_spinning,
         help="let ONNX Runtime threads spin between runs (off: right for edge boxes)",
     )
     engine.add_argument(
-        "--max-batch-size", type=_number(int, "--max-batch-size", (1, 65536)),
-        default=inf.max_batch_size, metavar="N", help="(%(default)s)",
+        "--max-batch-size",
+        type=_number(int, "--max-batch-size", (1, 65536)),
+        default=inf.max_batch_size,
+        metavar="N",
+        help="(%(default)s)",
     )
     engine.add_argument(
-        "--max-batch-delay-ms", type=_number(float, "--max-batch-delay-ms", (0, 60_000)),
-        default=inf.max_batch_delay_ms, metavar="MS",
+        "--max-batch-delay-ms",
+        type=_number(float, "--max-batch-delay-ms", (0, 60_000)),
+        default=inf.max_batch_delay_ms,
+        metavar="MS",
         help="how long a partial batch may wait for more items (%(default)s)",
     )
     engine.add_argument(
-        "--priority-weights", default=None, metavar="W0,...,W7",
+        "--priority-weights",
+        default=None,
+        metavar="W0,...,W7",
         help="weight of each urgency 0..7 in the fair scheduler (default doubling: "
         "128,64,32,16,8,4,2,1)",
     )
     engine.add_argument(
-        "--priority-mode", choices=("fair", "strict"), default=inf.priority_mode,
-        help="fair: weighted, nobody starves; strict: always the most urgent first "
-        "(%(default)s)",
+        "--priority-mode",
+        choices=("fair", "strict"),
+        default=inf.priority_mode,
+        help="fair: weighted, nobody starves; strict: always the most urgent first (%(default)s)",
     )
     engine.add_argument(
-        "--queue-limit", type=_number(int, "--queue-limit", (1, 10_000_000)),
-        default=inf.queue_limit, metavar="N",
+        "--queue-limit",
+        type=_number(int, "--queue-limit", (1, 10_000_000)),
+        default=inf.queue_limit,
+        metavar="N",
         help="queued requests per model before 503 (%(default)s)",
     )
     engine.add_argument(
-        "--queue-timeout-ms", type=_number(float, "--queue-timeout-ms", (0, math.inf)),
-        default=inf.queue_timeout_ms, metavar="MS",
+        "--queue-timeout-ms",
+        type=_number(float, "--queue-timeout-ms", (0, math.inf)),
+        default=inf.queue_timeout_ms,
+        metavar="MS",
         help="deadline of a queued request that sets none; 0: none (%(default)s)",
     )
     limits = parser.add_argument_group("limits")
@@ -344,7 +362,7 @@ def _serve_command(args: list[str]) -> int:
     config = build_config(namespace)
     configure_logging(config.log_level)
     if config.certfile is not None:
-        from rawserve.tls import load_certificate_error
+        from rawserve.serving.tls import load_certificate_error
 
         reason = load_certificate_error(config.certfile, config.keyfile)
         if reason is not None:
@@ -354,10 +372,10 @@ def _serve_command(args: list[str]) -> int:
     if namespace.app:
         app = load_app(namespace.app)
     else:
-        from rawserve.builtin_app import create_app
+        from rawserve.inference.builtin_app import create_app
 
         app = create_app(config.inference, graceful_timeout_s=config.graceful_timeout_s)
-    from rawserve.server import run
+    from rawserve.serving.server import run
 
     try:
         run(app, config)
@@ -378,7 +396,7 @@ def _certs_command(args: list[str]) -> int:
     namespace = parser.parse_args(args)
     from cryptography import x509
 
-    from rawserve.tls import ensure_dev_certificate
+    from rawserve.serving.tls import ensure_dev_certificate
 
     certfile, keyfile, generated = ensure_dev_certificate(namespace.certs_dir)
     expires = x509.load_pem_x509_certificate(certfile.read_bytes()).not_valid_after_utc

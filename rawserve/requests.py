@@ -17,7 +17,8 @@ from urllib.parse import parse_qsl
 import orjson
 import python_multipart as _multipart
 
-from rawserve.body import BodyStream
+from rawserve.core.events import RequestReceived
+from rawserve.core.priority import Priority
 from rawserve.datastructures import (
     URL,
     Address,
@@ -27,9 +28,8 @@ from rawserve.datastructures import (
     State,
     UploadFile,
 )
-from rawserve.events import RequestReceived
 from rawserve.exceptions import HTTPException
-from rawserve.priority import Priority
+from rawserve.serving.body import BodyStream
 
 __all__ = [
     "FormData",

@@ -23,10 +23,10 @@ import orjson
 
 from rawserve import params as p
 from rawserve.background import BackgroundTask
+from rawserve.core.errors import BodyTooLarge, ClientDisconnected
+from rawserve.core.priority import Priority
 from rawserve.encoders import jsonable_encoder
-from rawserve.errors import BodyTooLarge, ClientDisconnected
 from rawserve.exceptions import HTTPException, RequestValidationError, ResponseValidationError
-from rawserve.priority import Priority
 from rawserve.responses import JSONResponse, Response
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
     "register_url_convertor",
 ]
 
-log = logging.getLogger("rawserve.app")
+log = logging.getLogger("rawserve.applications")
 
 T = TypeVar("T")
 DecoratedCallable = TypeVar("DecoratedCallable", bound=Callable[..., Any])

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rawserve.config import Config
+from rawserve.core.config import Config
 
 if TYPE_CHECKING:
     import httpx
@@ -117,7 +117,7 @@ class _ServerThread:
             self._started.set()
 
     async def _main(self) -> None:
-        from rawserve.server import Server
+        from rawserve.serving.server import Server
 
         self._stop = asyncio.Event()
         async with Server(self.app, self.config) as server:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from rawserve.config import Config
-from rawserve.server import Server
+from rawserve.core.config import Config
+from rawserve.serving.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -37,11 +37,11 @@ from rawserve import (
     StreamingResponse,
     status,
 )
-from rawserve.body import BodyStream
-from rawserve.errors import ClientDisconnected
-from rawserve.events import RequestReceived
+from rawserve.core.errors import ClientDisconnected
+from rawserve.core.events import RequestReceived
+from rawserve.core.priority import DEFAULT_PRIORITY, Priority
 from rawserve.exceptions import RequestValidationError
-from rawserve.priority import DEFAULT_PRIORITY, Priority
+from rawserve.serving.body import BodyStream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,8 +189,8 @@ def test_fastapi_import_names_resolve() -> None:
 def test_importing_the_package_loads_no_server_code() -> None:
     code = (
         "import sys, rawserve\n"
-        "bad = [m for m in ('rawserve.server', 'rawserve.testclient', 'socket', 'ssl', 'pydantic')"
-        " if m in sys.modules]\n"
+        "bad = [m for m in ('rawserve.serving.server', 'rawserve.testclient', 'socket', 'ssl',"
+        " 'pydantic') if m in sys.modules]\n"
         "print(','.join(bad))"
     )
     # socket/ssl may come in through asyncio; the point is our server and pydantic.
@@ -198,7 +198,7 @@ def test_importing_the_package_loads_no_server_code() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     loaded = set(filter(None, out.stdout.strip().split(",")))
-    assert not loaded & {"rawserve.server", "rawserve.testclient", "pydantic"}
+    assert not loaded & {"rawserve.serving.server", "rawserve.testclient", "pydantic"}
 
 
 # -- errors in FastAPI's shapes -----------------------------------------------------------
@@ -453,6 +453,7 @@ async def test_response_class_and_returned_responses() -> None:
 
 async def test_numpy_results_encode_as_json() -> None:
     import numpy as np
+
     app = RawServe()
 
     @app.get("/probs")

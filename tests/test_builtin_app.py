@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rawserve.builtin_app import create_app
-from rawserve.config import InferenceSettings
+from rawserve.core.config import InferenceSettings
+from rawserve.inference.builtin_app import create_app
 from rawserve.inference.model import Model, bundled_metadata, load_bundled
 from tests.conftest import RunningServer, run_server
 from tests.test_server_http2 import RawH2

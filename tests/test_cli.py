@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from rawserve import __main__ as cli
-from rawserve.config import Config, Limits
-from rawserve.errors import ConfigError
+from rawserve.core.config import Config, Limits
+from rawserve.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -315,7 +315,7 @@ def test_certs_command_rejects_unknown_flags(capsys: pytest.CaptureFixture[str])
     assert_one_line_error(capsys.readouterr().err, "--port")
 
 
-# -- the server's own errors (needs rawserve.server and rawserve.builtin_app) --------
+# -- the server's own errors (needs serving.server and inference.builtin_app) --
 
 
 def test_port_in_use_exits_1_with_one_line(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from rawserve.engine import (
+from rawserve.core.priority import Priority
+from rawserve.inference.engine import (
     DeadlineExceeded,
     Engine,
     EngineConfig,
@@ -26,7 +27,6 @@ from rawserve.engine import (
     QueueFull,
 )
 from rawserve.inference.model import InputError, Model, bundled_metadata, load_bundled
-from rawserve.priority import Priority
 
 Array = npt.NDArray[Any]
 MakeEngine = Callable[..., Awaitable[Engine]]

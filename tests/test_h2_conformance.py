@@ -53,8 +53,8 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from rawserve.config import Limits
-from rawserve.events import (
+from rawserve.core.config import Limits
+from rawserve.core.events import (
     BodyReceived,
     ConnectionTerminated,
     EndOfRequest,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawserve.config import Limits
-from rawserve.events import (
+from rawserve.core.config import Limits
+from rawserve.core.events import (
     BodyReceived,
     ConnectionTerminated,
     EndOfRequest,
@@ -31,7 +31,7 @@ from rawserve.events import (
     StreamReset,
     UpgradeRequested,
 )
-from rawserve.priority import Priority
+from rawserve.core.priority import Priority
 from rawserve.protocols.http1 import H1Connection, reason_phrase
 
 DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"

@@ -27,9 +27,9 @@ from hyperframe.frame import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawserve.config import Limits
-from rawserve.errors import ConfigError, ProtocolError
-from rawserve.events import (
+from rawserve.core.config import Limits
+from rawserve.core.errors import ConfigError, ProtocolError
+from rawserve.core.events import (
     BodyReceived,
     ConnectionTerminated,
     EndOfRequest,
@@ -44,7 +44,7 @@ from rawserve.events import (
     ResponseStart,
     StreamReset,
 )
-from rawserve.priority import Priority
+from rawserve.core.priority import Priority
 from rawserve.protocols.http2 import H2Connection
 from tests.test_h2_conformance import parse_frames
 

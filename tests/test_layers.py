@@ -27,19 +27,25 @@ RANK = {L0: 0, L1: 1, L2: 2, L3: 3}
 # Module (dotted, without the "rawserve." prefix; "" is the package itself) ->
 # layer. Entries ending in ".*" cover a whole subpackage.
 LAYERS: dict[str, str] = {
-    "errors": L0,
-    "config": L0,
-    "events": L0,
-    "priority": L0,
+    # Core values: what every part agrees on.
+    "core": L0,
+    "core.*": L0,
     # Protocol adapters: sans-IO, and never each other.
     "protocols": L1,
     "protocols.*": L1,
-    # Scheduler, memory cache, model runtime: sans-IO like the protocols.
+    # Inference mixes layers, module by module: the scheduler, the model runtime
+    # and the V2 codec are sans-IO; the engine, the built-in app and metrics
+    # are async.
     "inference": L1,
-    "inference.*": L1,
-    "body": L2,
-    "stream": L2,
-    "app": L2,
+    "inference.scheduler": L1,
+    "inference.model": L1,
+    "inference.v2": L1,
+    "inference.engine": L2,
+    "inference.metrics": L2,
+    # The built-in app is an app like a user's: it may not touch sockets.
+    "inference.builtin_app": L2,
+    # The app surface: the modules FastAPI users import from.
+    "applications": L2,
     "routing": L2,
     "params": L2,
     "requests": L2,
@@ -49,15 +55,15 @@ LAYERS: dict[str, str] = {
     "status": L2,
     "encoders": L2,
     "background": L2,
-    "engine": L2,
-    "push": L2,
-    "metrics": L2,
-    # The built-in app is an app like a user's: it may not touch sockets.
-    "builtin_app": L2,
+    # Serving: the stream driver and request body are protocol-neutral (L2);
+    # the socket glue, TLS and the Server are I/O.
+    "serving": L2,
+    "serving.stream": L2,
+    "serving.body": L2,
+    "serving.server": L3,
+    "serving.tls": L3,
     # The package facade re-exports run() and Server, so it sits on top.
     "": L3,
-    "server": L3,
-    "tls": L3,
     "__main__": L3,
     "testclient": L3,
     "client": L3,
@@ -70,7 +76,14 @@ PROTOCOL_PACKAGE = "protocols"
 # orjson is a pure codec (bytes <-> values, no I/O, no clock), so the V2 protocol
 # codec may use it in L1; see docs/ARCHITECTURE.md.
 L1_THIRD_PARTY = {
-    "h2", "hpack", "hyperframe", "httptools", "aioquic", "numpy", "onnxruntime", "orjson",
+    "h2",
+    "hpack",
+    "hyperframe",
+    "httptools",
+    "aioquic",
+    "numpy",
+    "onnxruntime",
+    "orjson",
 }
 PROTOCOL_LIBRARIES = {"h2", "hpack", "hyperframe", "httptools", "aioquic"}
 L1_FORBIDDEN_STDLIB = {"asyncio", "socket", "ssl", "threading", "selectors"}
@@ -224,7 +237,7 @@ def test_imports_point_down_only() -> None:
 def test_every_module_is_seen() -> None:
     # Guards the walker itself: an empty result would make the test above vacuous.
     names = {module_name(p, ROOT / PACKAGE) for p in (ROOT / PACKAGE).rglob("*.py")}
-    assert {"errors", "config", "events", "priority"} <= names
+    assert {"core.errors", "core.config", "core.events", "core.priority"} <= names
 
 
 # -- the checker catches what it should -----------------------------------------
@@ -242,8 +255,11 @@ def make_package(tmp_path: Path, files: dict[str, str]) -> Path:
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
-        ({"config.py": "import numpy\n"}, "L0 may import"),
-        ({"events.py": "from rawserve.stream import X\n", "stream.py": ""}, "points up"),
+        ({"core/config.py": "import numpy\n"}, "L0 may import"),
+        (
+            {"core/events.py": "from rawserve.serving.stream import X\n", "serving/stream.py": ""},
+            "points up",
+        ),
         ({"protocols/http1.py": "import asyncio\n"}, "L1 is sans-IO"),
         ({"protocols/http1.py": "def f():\n    import socket\n"}, "L1 is sans-IO"),
         ({"protocols/http1.py": "import redis\n"}, "L1 may import only"),
@@ -256,27 +272,48 @@ def make_package(tmp_path: Path, files: dict[str, str]) -> Path:
             "sideways",
         ),
         (
-            {"protocols/http1.py": "from ..stream import X\n", "stream.py": ""},
+            {"protocols/http1.py": "from ..serving.stream import X\n", "serving/stream.py": ""},
             "points up",
         ),
         ({"protocols/http2.py": "async def f() -> None:\n    pass\n"}, "AsyncFunctionDef"),
-        ({"stream.py": "from rawserve.protocols import http2\n", "protocols/http2.py": ""}, "L2"),
-        ({"stream.py": "import rawserve.protocols.http1\n", "protocols/http1.py": ""}, "L2"),
-        ({"stream.py": "from .protocols.http1 import C\n", "protocols/http1.py": ""}, "L2"),
-        ({"app.py": "import ssl\n"}, "L2 does no socket"),
-        ({"app.py": "import h2.connection\n"}, "protocol library"),
-        ({"app.py": "from rawserve.server import Server\n", "server.py": ""}, "points up"),
-        ({"app.py": "from rawserve import run\n"}, "points up"),
         (
             {
-                "app.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                "    from rawserve import tls\n",
-                "tls.py": "",
+                "serving/stream.py": "from rawserve.protocols import http2\n",
+                "protocols/http2.py": "",
+            },
+            "L2",
+        ),
+        (
+            {"serving/stream.py": "import rawserve.protocols.http1\n", "protocols/http1.py": ""},
+            "L2",
+        ),
+        (
+            {"serving/stream.py": "from ..protocols.http1 import C\n", "protocols/http1.py": ""},
+            "L2",
+        ),
+        ({"applications.py": "import ssl\n"}, "L2 does no socket"),
+        ({"applications.py": "import h2.connection\n"}, "protocol library"),
+        (
+            {
+                "applications.py": "from rawserve.serving.server import Server\n",
+                "serving/server.py": "",
+            },
+            "points up",
+        ),
+        ({"applications.py": "from rawserve import run\n"}, "points up"),
+        (
+            {
+                "applications.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                "    from rawserve.serving import tls\n",
+                "serving/tls.py": "",
             },
             "points up",
         ),
         ({"gizmo.py": ""}, "is not classified"),
-        ({"app.py": "from rawserve.gizmo import x\n", "gizmo.py": ""}, "not in the layer table"),
+        (
+            {"applications.py": "from rawserve.gizmo import x\n", "gizmo.py": ""},
+            "not in the layer table",
+        ),
     ],
 )
 def test_checker_reports(tmp_path: Path, files: dict[str, str], expected: str) -> None:
@@ -286,17 +323,19 @@ def test_checker_reports(tmp_path: Path, files: dict[str, str], expected: str) -
 
 def test_checker_allows_downward_and_permitted_imports(tmp_path: Path) -> None:
     files = {
-        "errors.py": "import dataclasses\n",
-        "priority.py": "",
-        "events.py": "from rawserve.priority import Priority\n",
+        "core/errors.py": "import dataclasses\n",
+        "core/priority.py": "",
+        "core/events.py": "from rawserve.core.priority import Priority\n",
         "protocols/__init__.py": "from . import http1\n",
-        "protocols/http1.py": "import httptools\nfrom ..events import RequestReceived\n",
-        "protocols/http2.py": "import h2.connection\nfrom rawserve import errors\n",
+        "protocols/http1.py": "import httptools\nfrom ..core.events import RequestReceived\n",
+        "protocols/http2.py": "import h2.connection\nfrom rawserve.core import errors\n",
         "inference/__init__.py": "",
         "inference/scheduler.py": "import heapq\nimport numpy as np\n",
-        "stream.py": "import asyncio\nfrom rawserve.inference.scheduler import S\n",
-        "app.py": "import orjson\nfrom . import stream\nfrom .events import X\n",
-        "server.py": "import socket, ssl\nfrom rawserve.protocols.http1 import C\n",
-        "__init__.py": "from rawserve.server import run\n",
+        "serving/stream.py": "import asyncio\nfrom rawserve.inference.scheduler import S\n",
+        "applications.py": (
+            "import orjson\nfrom .serving import stream\nfrom .core.events import X\n"
+        ),
+        "serving/server.py": "import socket, ssl\nfrom rawserve.protocols.http1 import C\n",
+        "__init__.py": "from rawserve.serving.server import run\n",
     }
     assert check_package(make_package(tmp_path, files)) == []

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from rawserve.metrics import (
+from rawserve.inference.metrics import (
     CONTENT_TYPE_LATEST,
     DEFAULT_BUCKETS,
     Registry,

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawserve.errors import ConfigError
+from rawserve.core.errors import ConfigError
 from rawserve.inference.model import (
     InputError,
     Model,
@@ -437,6 +437,7 @@ def test_extra_latency_makes_a_slow_model() -> None:
 @pytest.fixture(scope="module")
 def make_models() -> ModuleType:
     import onnx  # noqa: F401 - the test extra installs it; fail loudly if it is missing
+
     spec = importlib.util.spec_from_file_location("make_models", ROOT / "tools/make_models.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

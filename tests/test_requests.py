@@ -10,13 +10,13 @@ import os
 import httpx
 import pytest
 
-from rawserve.body import BodyStream
+from rawserve.core.errors import BodyTooLarge, ClientDisconnected
+from rawserve.core.events import RequestReceived
+from rawserve.core.priority import Priority
 from rawserve.datastructures import UploadFile
-from rawserve.errors import BodyTooLarge, ClientDisconnected
-from rawserve.events import RequestReceived
 from rawserve.exceptions import HTTPException
-from rawserve.priority import Priority
 from rawserve.requests import JSONDecodeError, MultiPartException, Request
+from rawserve.serving.body import BodyStream
 
 
 def make_request(

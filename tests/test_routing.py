@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from rawserve import APIRouter, Depends, HTMLResponse, RawServe, Request, Response
-from rawserve.priority import Priority
+from rawserve.core.priority import Priority
 from rawserve.routing import (
     APIRoute,
     IntegerConvertor,

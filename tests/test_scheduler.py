@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rawserve.errors import ConfigError
+from rawserve.core.errors import ConfigError
 from rawserve.inference.scheduler import (
     DEFAULT_WEIGHTS,
     Batch,

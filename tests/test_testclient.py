@@ -180,7 +180,7 @@ def test_is_an_httpx_client_lookalike() -> None:
 
 
 def test_with_a_rawserve_app_like_fastapis_client() -> None:
-    from rawserve.app import RawServe
+    from rawserve.applications import RawServe
 
     events: list[str] = []
     app = RawServe()

@@ -1,4 +1,4 @@
-"""rawserve.tls: the development certificate and the server SSLContext, checked
+"""rawserve.serving.tls: the development certificate and the server SSLContext, checked
 with real TLS handshakes over memory BIOs."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from rawserve import tls
-from rawserve.errors import ConfigError
+from rawserve.core.errors import ConfigError
+from rawserve.serving import tls
 
 UTC = datetime.UTC
 

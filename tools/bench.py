@@ -80,8 +80,19 @@ PROTOCOLS: dict[str, tuple[str, ...]] = {
     "hypercorn": ("h1", "h2c"),
     "granian": ("h1", "h2c"),
 }
-PEER_PACKAGES = ("fastapi", "starlette", "pydantic", "uvicorn", "httptools", "hypercorn",
-                 "granian", "uvloop", "onnxruntime", "numpy", "h2")
+PEER_PACKAGES = (
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "uvicorn",
+    "httptools",
+    "hypercorn",
+    "granian",
+    "uvloop",
+    "onnxruntime",
+    "numpy",
+    "h2",
+)
 
 
 @dataclass(frozen=True)
@@ -150,39 +161,93 @@ class Server:
     ready_path: str
 
 
-def server_command(name: str, model: str, port: int, workdir: Path,
-                   rawserve_args: Sequence[str]) -> tuple[list[str], str]:
+def server_command(
+    name: str, model: str, port: int, workdir: Path, rawserve_args: Sequence[str]
+) -> tuple[list[str], str]:
     """The command line that serves ``model`` on ``port``, and the path that
     answers 200 once it is ready."""
     host = "127.0.0.1"
     if name == "rawserve":
-        cmd = [PYTHON, "-m", "rawserve", "--host", host, "--http-port", str(port),
-               "--port", "-1", "--quic-port", "0", "--loop", "uvloop",
-               "--log-level", "warning", "--no-access-log"]
+        cmd = [
+            PYTHON,
+            "-m",
+            "rawserve",
+            "--host",
+            host,
+            "--http-port",
+            str(port),
+            "--port",
+            "-1",
+            "--quic-port",
+            "0",
+            "--loop",
+            "uvloop",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
         if model != "digits":
             cmd += ["--model", f"{model}={model_path(model)}"]
         return cmd + list(rawserve_args), "/readyz"
     if name == "uvicorn":
-        return [str(BIN / "uvicorn"), "--app-dir", str(PEERS), "fastapi_app:app",
-                "--host", host, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-                "--no-access-log", "--log-level", "warning"], "/healthz"
+        return [
+            str(BIN / "uvicorn"),
+            "--app-dir",
+            str(PEERS),
+            "fastapi_app:app",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ], "/healthz"
     if name == "hypercorn":
         # Hypercorn closes a connection after 1000 requests by default, which
         # h2load counts as errors.
         config = workdir / "hypercorn.toml"
         config.write_text("keep_alive_max_requests = 10000000\n")
-        return [str(BIN / "hypercorn"), "--config", str(config), "--worker-class", "uvloop",
-                "--bind", f"{host}:{port}", "--log-level", "warning",
-                "fastapi_app:app"], "/healthz"
+        return [
+            str(BIN / "hypercorn"),
+            "--config",
+            str(config),
+            "--worker-class",
+            "uvloop",
+            "--bind",
+            f"{host}:{port}",
+            "--log-level",
+            "warning",
+            "fastapi_app:app",
+        ], "/healthz"
     if name == "granian":
-        return [str(BIN / "granian"), "--interface", "asgi", "--host", host, "--port", str(port),
-                "--loop", "uvloop", "--http", "auto", "--log-level", "warning",
-                "--no-access-log", "fastapi_app:app"], "/healthz"
+        return [
+            str(BIN / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "auto",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "fastapi_app:app",
+        ], "/healthz"
     raise ValueError(f"unknown server {name!r}")
 
 
-def start_server(name: str, model: str, workdir: Path, cpu: str | None,
-                 rawserve_args: Sequence[str]) -> Server:
+def start_server(
+    name: str, model: str, workdir: Path, cpu: str | None, rawserve_args: Sequence[str]
+) -> Server:
     port = free_port()
     cmd, ready_path = server_command(name, model, port, workdir, rawserve_args)
     if cpu is not None:
@@ -194,8 +259,9 @@ def start_server(name: str, model: str, workdir: Path, cpu: str | None,
     with log.open("wb") as out:
         # A session of its own, so that killing the group also kills any
         # worker process the server spawns (granian does).
-        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     return Server(name, port, process, log, ready_path)
 
 
@@ -204,15 +270,18 @@ def wait_ready(server: Server, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.process.returncode}; "
-                               f"log:\n{server.log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"{server.name} exited with {server.process.returncode}; "
+                f"log:\n{server.log.read_text()[-2000:]}"
+            )
         with contextlib.suppress(OSError, urllib.error.URLError):
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
                     return
         time.sleep(0.2)
-    raise RuntimeError(f"{server.name} not ready after {timeout_s}s; "
-                       f"log:\n{server.log.read_text()[-2000:]}")
+    raise RuntimeError(
+        f"{server.name} not ready after {timeout_s}s; log:\n{server.log.read_text()[-2000:]}"
+    )
 
 
 def stop_server(server: Server) -> None:
@@ -231,8 +300,14 @@ def stop_server(server: Server) -> None:
 
 
 @contextlib.contextmanager
-def running(names: Sequence[str], model: str, workdir: Path, cpu: str | None,
-            rawserve_args: Sequence[str], ready_timeout_s: float) -> Iterator[dict[str, Server]]:
+def running(
+    names: Sequence[str],
+    model: str,
+    workdir: Path,
+    cpu: str | None,
+    rawserve_args: Sequence[str],
+    ready_timeout_s: float,
+) -> Iterator[dict[str, Server]]:
     servers: dict[str, Server] = {}
     try:
         for name in names:
@@ -253,8 +328,11 @@ def check_answers(servers: dict[str, Server], workload: Workload, body: Path | N
     for name, server in servers.items():
         data = body.read_bytes() if body is not None else None
         request = urllib.request.Request(
-            f"http://127.0.0.1:{server.port}{workload.path}", data=data,
-            headers={"content-type": "application/json"}, method=workload.method)
+            f"http://127.0.0.1:{server.port}{workload.path}",
+            data=data,
+            headers={"content-type": "application/json"},
+            method=workload.method,
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             if response.status != 200:
                 raise RuntimeError(f"{name} answered {response.status} to {workload.description}")
@@ -266,8 +344,9 @@ def check_answers(servers: dict[str, Server], workload: Workload, body: Path | N
             for k, v in answer.items()
         )
         if not same:
-            raise RuntimeError(f"{workload.name}: {name} answered {answer}, "
-                               f"{first_name} answered {first}")
+            raise RuntimeError(
+                f"{workload.name}: {name} answered {answer}, {first_name} answered {first}"
+            )
     print(f"   {workload.name}: every server answers {first}", file=sys.stderr)
 
 
@@ -293,14 +372,26 @@ class Run:
 
 
 FINISHED = re.compile(r"finished in [\d.]+\w+, ([\d.]+) req/s")
-REQUESTS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
-                      r"(\d+) failed, (\d+) errored, (\d+) timeout")
+REQUESTS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+    r"(\d+) failed, (\d+) errored, (\d+) timeout"
+)
 STATUS = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
 
 
-def h2load(url: str, protocol: str, body: Path | None, requests: int, h1_clients: int,
-           h2_clients: int, h2_streams: int, cpu: str | None, timeout_s: float,
-           workdir: Path, empty_reason: bool = False) -> Run:
+def h2load(
+    url: str,
+    protocol: str,
+    body: Path | None,
+    requests: int,
+    h1_clients: int,
+    h2_clients: int,
+    h2_streams: int,
+    cpu: str | None,
+    timeout_s: float,
+    workdir: Path,
+    empty_reason: bool = False,
+) -> Run:
     """One h2load run. ``empty_reason``: the server sends HTTP/1.1 status lines
     without a reason phrase ("HTTP/1.1 200 "), hypercorn's h11 does; h2load
     1.52 only records a status from llhttp's reason-phrase callback, so it
@@ -322,23 +413,53 @@ def h2load(url: str, protocol: str, body: Path | None, requests: int, h1_clients
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return Run(0.0, float("nan"), float("nan"), 0, requests, 0, 0, 0,
-                   f"h2load did not finish in {timeout_s}s")
+        return Run(
+            0.0,
+            float("nan"),
+            float("nan"),
+            0,
+            requests,
+            0,
+            0,
+            0,
+            f"h2load did not finish in {timeout_s}s",
+        )
     out = done.stdout
     finished, counts, status = FINISHED.search(out), REQUESTS.search(out), STATUS.search(out)
     if finished is None or counts is None or status is None:
-        return Run(0.0, float("nan"), float("nan"), 0, requests, 0, 0, 0,
-                   f"h2load exit {done.returncode}: {(out + done.stderr)[-500:]}")
+        return Run(
+            0.0,
+            float("nan"),
+            float("nan"),
+            0,
+            requests,
+            0,
+            0,
+            0,
+            f"h2load exit {done.returncode}: {(out + done.stderr)[-500:]}",
+        )
     _, _, _, succeeded, failed, errored, timed_out = (int(v) for v in counts.groups())
     codes = [int(v) for v in status.groups()]
     unverified = 0
     if empty_reason and protocol == "h1" and sum(codes) == 0 and failed == requests:
         unverified, failed = failed, 0
-    latencies = sorted(int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines()
-                       if line.count("\t") >= 2)
+    latencies = sorted(
+        int(line.split("\t")[2]) / 1000
+        for line in log.read_text().splitlines()
+        if line.count("\t") >= 2
+    )
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-    return Run(float(finished.group(1)), p50, p99, succeeded, failed, errored, timed_out,
-               sum(codes[1:]), unverified=unverified)
+    return Run(
+        float(finished.group(1)),
+        p50,
+        p99,
+        succeeded,
+        failed,
+        errored,
+        timed_out,
+        sum(codes[1:]),
+        unverified=unverified,
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -371,36 +492,51 @@ def bench(args: argparse.Namespace, workdir: Path) -> list[Cell]:
         by_model.setdefault(WORKLOADS[name].model, []).append(WORKLOADS[name])
     for model, workloads in by_model.items():
         print(f"== model {model}: starting {', '.join(args.servers)}", file=sys.stderr)
-        with running(args.servers, model, workdir, args.server_cpu, args.rawserve_arg,
-                     args.ready_timeout) as servers:
+        with running(
+            args.servers, model, workdir, args.server_cpu, args.rawserve_arg, args.ready_timeout
+        ) as servers:
             for workload in workloads:
                 body = write_body(workload, workdir)
                 check_answers(servers, workload, body)
                 requests = args.requests or workload.default_requests
-                pairs = [(s, p) for s in args.servers for p in PROTOCOLS[s]
-                         if p in args.protocols]
+                pairs = [(s, p) for s in args.servers for p in PROTOCOLS[s] if p in args.protocols]
 
                 def one(server: str, protocol: str, n: int) -> Run:
                     url = f"http://127.0.0.1:{servers[server].port}{workload.path}"  # noqa: B023
-                    return h2load(url, protocol, body, n, args.concurrency,  # noqa: B023
-                                  h2_clients, h2_streams, args.client_cpu, args.timeout, workdir,
-                                  empty_reason=server == "hypercorn")
+                    return h2load(
+                        url,
+                        protocol,
+                        body,  # noqa: B023
+                        n,
+                        args.concurrency,
+                        h2_clients,
+                        h2_streams,
+                        args.client_cpu,
+                        args.timeout,
+                        workdir,
+                        empty_reason=server == "hypercorn",
+                    )
 
                 for server, protocol in pairs:
                     warm = one(server, protocol, args.warmup or max(500, requests // 10))
                     if warm.errors:
-                        print(f"   warm-up {server} {protocol}: {warm.errors} errors {warm.note}",
-                              file=sys.stderr)
+                        print(
+                            f"   warm-up {server} {protocol}: {warm.errors} errors {warm.note}",
+                            file=sys.stderr,
+                        )
                 for round_ in range(args.rounds):
                     for server, protocol in pairs:
                         run = one(server, protocol, requests)
-                        cell = cells.setdefault((workload.name, server, protocol),
-                                                Cell(workload.name, server, protocol))
+                        cell = cells.setdefault(
+                            (workload.name, server, protocol), Cell(workload.name, server, protocol)
+                        )
                         cell.runs.append(run)
-                        print(f"   {workload.name} round {round_ + 1} {server:9} {protocol:3} "
-                              f"{run.rps:10,.0f} req/s  p50 {run.p50_ms:7.2f} ms  "
-                              f"p99 {run.p99_ms:7.2f} ms  errors {run.errors} {run.note}",
-                              file=sys.stderr)
+                        print(
+                            f"   {workload.name} round {round_ + 1} {server:9} {protocol:3} "
+                            f"{run.rps:10,.0f} req/s  p50 {run.p50_ms:7.2f} ms  "
+                            f"p99 {run.p99_ms:7.2f} ms  errors {run.errors} {run.note}",
+                            file=sys.stderr,
+                        )
     return list(cells.values())
 
 
@@ -421,8 +557,11 @@ def table(cells: Sequence[Cell], args: argparse.Namespace) -> str:
             for cell in row_cells:
                 ratio = ratio_range = ""
                 if base is not None and cell is not base:
-                    ratios = [b.rps / r.rps for b, r in zip(base.runs, cell.runs, strict=True)
-                              if r.rps > 0]
+                    ratios = [
+                        b.rps / r.rps
+                        for b, r in zip(base.runs, cell.runs, strict=True)
+                        if r.rps > 0
+                    ]
                     if ratios:
                         ratio = f"{statistics.median(ratios):.2f}x"
                         ratio_range = f"{min(ratios):.2f}..{max(ratios):.2f}"
@@ -447,9 +586,11 @@ def errors_report(cells: Sequence[Cell]) -> str:
     for cell in cells:
         for i, run in enumerate(cell.runs):
             if run.errors:
-                lines.append(f"- {cell.workload} {cell.server} {cell.protocol} round {i + 1}: "
-                             f"{run.failed} failed, {run.errored} errored, {run.timeout} timeout, "
-                             f"{run.non_2xx} non-2xx. {run.note}")
+                lines.append(
+                    f"- {cell.workload} {cell.server} {cell.protocol} round {i + 1}: "
+                    f"{run.failed} failed, {run.errored} errored, {run.timeout} timeout, "
+                    f"{run.non_2xx} non-2xx. {run.note}"
+                )
     return "\n".join(lines)
 
 
@@ -468,10 +609,13 @@ def machine() -> str:
             versions.append(f"{package} (not installed)")
     h2load_version = "?"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        h2load_version = subprocess.run(["h2load", "--version"], capture_output=True,
-                                        text=True).stdout.strip()
-    return (f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, {h2load_version}; " + ", ".join(versions))
+        h2load_version = subprocess.run(
+            ["h2load", "--version"], capture_output=True, text=True
+        ).stdout.strip()
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, {h2load_version}; " + ", ".join(versions)
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -484,42 +628,75 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             if unknown or not items:
                 raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}")
             return items
+
         return parse
 
-    parser.add_argument("--workloads", type=names(tuple(WORKLOADS)), default=list(WORKLOADS),
-                        help="comma-separated: health, A, B (default: all)")
-    parser.add_argument("--servers", type=names(SERVERS), default=list(SERVERS),
-                        help="comma-separated: " + ", ".join(SERVERS) + " (default: all)")
+    parser.add_argument(
+        "--workloads",
+        type=names(tuple(WORKLOADS)),
+        default=list(WORKLOADS),
+        help="comma-separated: health, A, B (default: all)",
+    )
+    parser.add_argument(
+        "--servers",
+        type=names(SERVERS),
+        default=list(SERVERS),
+        help="comma-separated: " + ", ".join(SERVERS) + " (default: all)",
+    )
     parser.add_argument("--protocols", type=names(("h1", "h2c")), default=["h1", "h2c"])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=0,
-                        help="requests per measured run (default: per workload, "
-                        + ", ".join(f"{w.name} {w.default_requests}" for w in WORKLOADS.values())
-                        + ")")
-    parser.add_argument("--warmup", type=int, default=0,
-                        help="warm-up requests per server and protocol (default: a tenth of "
-                        "--requests, at least 500)")
-    parser.add_argument("--concurrency", type=int, default=16,
-                        help="HTTP/1.1 connections, one request in flight each (16)")
-    parser.add_argument("--h2-concurrency", default="4x16",
-                        help="h2c connections x concurrent streams per connection (4x16)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=0,
+        help="requests per measured run (default: per workload, "
+        + ", ".join(f"{w.name} {w.default_requests}" for w in WORKLOADS.values())
+        + ")",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="warm-up requests per server and protocol (default: a tenth of "
+        "--requests, at least 500)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        help="HTTP/1.1 connections, one request in flight each (16)",
+    )
+    parser.add_argument(
+        "--h2-concurrency",
+        default="4x16",
+        help="h2c connections x concurrent streams per connection (4x16)",
+    )
     parser.add_argument("--server-cpu", default="0", help="taskset CPU list for servers (0)")
     parser.add_argument("--client-cpu", default="1", help="taskset CPU list for h2load (1)")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds one h2load run may take before it is killed (120)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds one h2load run may take before it is killed (120)",
+    )
     parser.add_argument("--ready-timeout", type=float, default=60.0)
-    parser.add_argument("--rawserve-arg", action="append", default=[],
-                        help="extra argument for python -m rawserve (repeatable), "
-                        "e.g. --rawserve-arg=--max-batch-delay-ms=0")
+    parser.add_argument(
+        "--rawserve-arg",
+        action="append",
+        default=[],
+        help="extra argument for python -m rawserve (repeatable), "
+        "e.g. --rawserve-arg=--max-batch-delay-ms=0",
+    )
     parser.add_argument("--json", type=Path, help="also write every run here")
     args = parser.parse_args(argv)
     if not re.fullmatch(r"\d+x\d+", args.h2_concurrency):
         parser.error("--h2-concurrency must look like 4x16")
     if args.no_pin:
         args.server_cpu = args.client_cpu = None
-    missing = [s for s in args.servers if s != "rawserve"
-               and shutil.which(s, path=str(BIN)) is None]
+    missing = [
+        s for s in args.servers if s != "rawserve" and shutil.which(s, path=str(BIN)) is None
+    ]
     if missing:
         parser.error(f"not installed in {BIN}: {', '.join(missing)} (pip install -e '.[bench]')")
     if shutil.which("h2load") is None:
@@ -539,17 +716,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Machine: {machine()}\n")
     print(table(cells, args))
     if any(r.unverified for c in cells for r in c.runs):
-        print("\n\\* h2load 1.52 cannot read a status line without a reason phrase, which "
-              "hypercorn sends on HTTP/1.1; it counts those responses as failed. The bench "
-              "checked that hypercorn answers 200 with the right body before the load.")
+        print(
+            "\n\\* h2load 1.52 cannot read a status line without a reason phrase, which "
+            "hypercorn sends on HTTP/1.1; it counts those responses as failed. The bench "
+            "checked that hypercorn answers 200 with the right body before the load."
+        )
     errors = errors_report(cells)
     if errors:
         print("\nErrors:\n" + errors)
     if args.json:
-        args.json.write_text(json.dumps(
-            {"machine": machine(), "argv": sys.argv[1:],
-             "cells": [{**asdict(c), "runs": [asdict(r) for r in c.runs]} for c in cells]},
-            indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "argv": sys.argv[1:],
+                    "cells": [{**asdict(c), "runs": [asdict(r) for r in c.runs]} for c in cells],
+                },
+                indent=1,
+            )
+        )
     return 1 if errors else 0
 
 

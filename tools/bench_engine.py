@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 import onnxruntime  # type: ignore[import-untyped]  # noqa: E402
 
-from rawserve.engine import Engine, EngineConfig  # noqa: E402
+from rawserve.inference.engine import Engine, EngineConfig  # noqa: E402
 from rawserve.inference.model import Model, ModelSpec, load_bundled  # noqa: E402
 
 Array = npt.NDArray[Any]

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort  # type: ignore[import-untyped]
 
-from ..errors import ConfigError, RawServeError
+from rawserve.core.errors import ConfigError, RawServeError
 
 Array = npt.NDArray[Any]
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from ..errors import ConfigError, RawServeError
+from rawserve.core.errors import ConfigError, RawServeError
 
 URGENCIES = 8
 DEFAULT_WEIGHTS: tuple[float, ...] = tuple(float(2 ** (7 - u)) for u in range(URGENCIES))

@@ -45,8 +45,8 @@ from typing import NoReturn
 
 import httptools
 
-from rawserve.config import Limits
-from rawserve.events import (
+from rawserve.core.config import Limits
+from rawserve.core.events import (
     BodyReceived,
     ConnectionTerminated,
     EndOfRequest,
@@ -62,7 +62,7 @@ from rawserve.events import (
     StreamReset,
     UpgradeRequested,
 )
-from rawserve.priority import DEFAULT_PRIORITY, parse_priority_field
+from rawserve.core.priority import DEFAULT_PRIORITY, parse_priority_field
 
 __all__ = ["H1Connection", "reason_phrase"]
 

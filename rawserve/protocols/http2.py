@@ -48,9 +48,9 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from rawserve.config import Limits
-from rawserve.errors import ConfigError, ProtocolError
-from rawserve.events import (
+from rawserve.core.config import Limits
+from rawserve.core.errors import ConfigError, ProtocolError
+from rawserve.core.events import (
     BodyReceived,
     ConnectionTerminated,
     EndOfRequest,
@@ -67,7 +67,12 @@ from rawserve.events import (
     ResponseStart,
     StreamReset,
 )
-from rawserve.priority import DEFAULT_PRIORITY, Priority, parse_priority_field, urgency_from_weight
+from rawserve.core.priority import (
+    DEFAULT_PRIORITY,
+    Priority,
+    parse_priority_field,
+    urgency_from_weight,
+)
 
 if TYPE_CHECKING:
     from h2._typing import Buffer
@@ -604,7 +609,12 @@ _valid_names: set[bytes] = set()
 MAX_VALID_NAMES = 4096
 # Names _parse_request looks at beyond validation.
 _SPECIAL_REQUEST = CONNECTION_SPECIFIC | {
-    b"te", b"cookie", b"host", b"content-length", b"priority", b"expect"
+    b"te",
+    b"cookie",
+    b"host",
+    b"content-length",
+    b"priority",
+    b"expect",
 }
 
 

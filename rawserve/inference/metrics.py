@@ -51,7 +51,7 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
-_log = logging.getLogger("rawserve.metrics")
+_log = logging.getLogger("rawserve.inference.metrics")
 
 # A gauge callback on an unlabelled gauge returns a number; on a labelled one,
 # label values (a tuple, or a bare value for one label) -> number.

@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from rawserve.errors import RawServeError
+from rawserve.core.errors import RawServeError
+from rawserve.core.priority import Priority
 from rawserve.inference import model as _model
+from rawserve.inference.metrics import Registry
 from rawserve.inference.scheduler import (
     Batch,
     ItemState,
@@ -35,10 +37,8 @@ from rawserve.inference.scheduler import (
     Scheduler,
     WorkItem,
 )
-from rawserve.metrics import Registry
-from rawserve.priority import Priority
 
-log = logging.getLogger("rawserve.engine")
+log = logging.getLogger("rawserve.inference.engine")
 
 # request.on_priority_change: subscribe a listener, get back its remover.
 PriorityHook = Callable[[Callable[[Priority], None]], Callable[[], None]]
@@ -157,22 +157,29 @@ class Engine:
             "rawserve_queue_depth", "Items waiting in the queue", ["model", "urgency"]
         )
         self.m_queue_wait = m.histogram(
-            "rawserve_queue_wait_seconds", "Time items waited in the queue", ["model", "urgency"],
+            "rawserve_queue_wait_seconds",
+            "Time items waited in the queue",
+            ["model", "urgency"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 10),
         )
         self.m_batch_size = m.histogram(
-            "rawserve_batch_size", "Items per model run", ["model"],
+            "rawserve_batch_size",
+            "Items per model run",
+            ["model"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
         self.m_infer_time = m.histogram(
-            "rawserve_inference_seconds", "Model run time per batch", ["model"],
+            "rawserve_inference_seconds",
+            "Model run time per batch",
+            ["model"],
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
         )
         self.m_rejections = m.counter(
             "rawserve_rejections_total", "Requests refused, by reason", ["model", "reason"]
         )
         self.m_cancellations = m.counter(
-            "rawserve_cancellations_total", "Queued or running inferences whose client went away",
+            "rawserve_cancellations_total",
+            "Queued or running inferences whose client went away",
             ["model"],
         )
 
@@ -240,7 +247,9 @@ class Engine:
                 await loop.run_in_executor(self._pool, warmup, sizes)
                 log.info(
                     "model %s warmed up (%d batch sizes) in %.0f ms",
-                    state.name, len(sizes), (time.perf_counter() - started) * 1000,
+                    state.name,
+                    len(sizes),
+                    (time.perf_counter() - started) * 1000,
                 )
         if not self._stopping:
             self.ready = True
@@ -287,7 +296,8 @@ class Engine:
             raise ModelNotFound(model)
         if self._stopping or not self.ready:
             raise EngineStopped(
-                "the server is shutting down" if self._stopping
+                "the server is shutting down"
+                if self._stopping
                 else "models are still loading and warming up"
             )
         m = state.model
@@ -298,8 +308,10 @@ class Engine:
         except _model.InputError:
             self.m_rejections.labels(model, "validation").inc()
             raise
-        urgency = priority.urgency if isinstance(priority, Priority) else (
-            3 if priority is None else int(priority)
+        urgency = (
+            priority.urgency
+            if isinstance(priority, Priority)
+            else (3 if priority is None else int(priority))
         )
         loop = self._loop or asyncio.get_running_loop()
         now = loop.time()

@@ -33,9 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from rawserve.app import RawServe
-from rawserve.config import InferenceSettings
-from rawserve.engine import (
+from rawserve.applications import RawServe
+from rawserve.core.config import InferenceSettings
+from rawserve.core.errors import BodyTooLarge, ClientDisconnected
+from rawserve.core.priority import Priority
+from rawserve.inference import v2
+from rawserve.inference.engine import (
     DeadlineExceeded,
     Engine,
     EngineConfig,
@@ -45,8 +48,7 @@ from rawserve.engine import (
     ModelNotFound,
     QueueFull,
 )
-from rawserve.errors import BodyTooLarge, ClientDisconnected
-from rawserve.inference import v2
+from rawserve.inference.metrics import CONTENT_TYPE_LATEST, Registry
 from rawserve.inference.model import (
     InputError,
     Model,
@@ -54,8 +56,6 @@ from rawserve.inference.model import (
     bundled_metadata,
     load_bundled,
 )
-from rawserve.metrics import CONTENT_TYPE_LATEST, Registry
-from rawserve.priority import Priority
 from rawserve.requests import Request
 from rawserve.responses import JSONResponse, Response
 
@@ -101,8 +101,10 @@ class InferenceApp(RawServe):
             "rawserve_requests_total", "Requests answered", ["protocol", "route", "status"]
         )
         self.m_latency = self.metrics.histogram(
-            "rawserve_request_seconds", "Time from request to response start",
-            ["protocol", "route"], buckets=LATENCY_BUCKETS,
+            "rawserve_request_seconds",
+            "Time from request to response start",
+            ["protocol", "route"],
+            buckets=LATENCY_BUCKETS,
         )
         self.m_validation = self.metrics.counter(
             "rawserve_validation_errors_total", "Requests refused before queueing", ["model"]
@@ -119,7 +121,9 @@ class InferenceApp(RawServe):
             loaded = await asyncio.gather(
                 *(
                     asyncio.to_thread(
-                        Model, spec, intra_op_threads=s.intra_op_threads,
+                        Model,
+                        spec,
+                        intra_op_threads=s.intra_op_threads,
                         allow_spinning=s.allow_spinning,
                     )
                     for spec in specs
@@ -220,7 +224,11 @@ async def _run(
     hook = request.on_priority_change if urgency is None else None
     try:
         return await app.engine.infer(
-            model, inputs, priority=priority, timeout_s=timeout_s, outputs=outputs,
+            model,
+            inputs,
+            priority=priority,
+            timeout_s=timeout_s,
+            outputs=outputs,
             on_priority_change=hook,
         )
     except InputError:
@@ -335,7 +343,10 @@ def _routes(app: InferenceApp) -> None:
                 req = v2.bind_raw_input(req, spec.name, spec.datatype, shape)
             _check_datatypes(model, req)
             result = await _run(
-                app, request, name, req.arrays(),
+                app,
+                request,
+                name,
+                req.arrays(),
                 urgency=v2.request_priority(req),
                 timeout_s=_deadline(request, v2.request_timeout_s(req)),
                 outputs=req.output_names,
@@ -388,8 +399,13 @@ def _routes(app: InferenceApp) -> None:
             rows, batched = await _predict_input(request)
             arrays = {model.inputs[0].name: rows}
             result = await _run(
-                app, request, name, arrays, urgency=None,
-                timeout_s=_deadline(request, None), outputs=None,
+                app,
+                request,
+                name,
+                arrays,
+                urgency=None,
+                timeout_s=_deadline(request, None),
+                outputs=None,
             )
         except (ClientDisconnected, asyncio.CancelledError):
             raise
@@ -501,5 +517,5 @@ def _classify(
     return answers
 
 
-# ``python -m rawserve rawserve.builtin_app:app`` serves it with default settings.
+# ``python -m rawserve rawserve.inference.builtin_app:app`` serves it with default settings.
 app = create_app()

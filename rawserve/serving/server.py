@@ -21,9 +21,9 @@ from typing import Any, Protocol, cast
 
 import orjson
 
-from rawserve.config import Config
-from rawserve.errors import ConfigError, ProtocolError, StreamClosedError
-from rawserve.events import (
+from rawserve.core.config import Config
+from rawserve.core.errors import ConfigError, ProtocolError, StreamClosedError
+from rawserve.core.events import (
     BodyReceived,
     ConnectionTerminated,
     EndOfRequest,
@@ -39,9 +39,9 @@ from rawserve.events import (
 )
 from rawserve.protocols.http1 import H1Connection
 from rawserve.protocols.http2 import H2Connection
-from rawserve.stream import App, StreamDriver
+from rawserve.serving.stream import App, StreamDriver
 
-log = logging.getLogger("rawserve.server")
+log = logging.getLogger("rawserve.serving.server")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -136,8 +136,7 @@ class HTTPConnection(asyncio.Protocol):
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
         if not self.http2 and (
-            t is ResponseEnd
-            or ((t is ResponseBody or t is ResponseStart) and event.end_stream)  # type: ignore[union-attr]
+            t is ResponseEnd or ((t is ResponseBody or t is ResponseStart) and event.end_stream)  # type: ignore[union-attr]
         ):
             self._h1_response_done(event.stream_id)
 
@@ -153,9 +152,7 @@ class HTTPConnection(asyncio.Protocol):
         if self._closed:
             raise StreamClosedError(stream_id)
         limit = self.limits.write_buffer_bytes
-        while not self._closed and (
-            not self._writable or self.adapter.buffered(stream_id) > limit
-        ):
+        while not self._closed and (not self._writable or self.adapter.buffered(stream_id) > limit):
             driver = self.streams.get(stream_id)
             if driver is None or driver.state == "reset":
                 raise StreamClosedError(stream_id)
@@ -648,9 +645,7 @@ class Server:
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"port {port} on {self.config.host} is already in use"
-                ) from None
+                raise ConfigError(f"port {port} on {self.config.host} is already in use") from None
             raise ConfigError(
                 f"cannot listen on {self.config.host}:{port}: {exc.strerror}"
             ) from None
@@ -658,7 +653,7 @@ class Server:
         return srv
 
     def _ssl_context(self) -> ssl.SSLContext:
-        from rawserve import tls
+        from rawserve.serving import tls
 
         cfg = self.config
         if cfg.certfile and cfg.keyfile:
@@ -718,7 +713,8 @@ class Server:
             if pending:
                 log.warning(
                     "graceful timeout of %gs passed; closing %d connection(s)",
-                    deadline, len(pending),
+                    deadline,
+                    len(pending),
                 )
                 for conn in list(self.connections):
                     conn._abort()

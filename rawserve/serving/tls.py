@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from rawserve.errors import ConfigError
+from rawserve.core.errors import ConfigError
 
 DEV_CERT_NAME = "dev-cert.pem"
 DEV_KEY_NAME = "dev-key.pem"
@@ -137,7 +137,7 @@ def generate_dev_certificate(
 ) -> tuple[bytes, bytes]:
     """PEM (certificate, unencrypted PKCS#8 key): EC P-256, self-signed for
     localhost, 127.0.0.1 and ::1, valid from ``now`` for ``validity``."""
-    # cryptography is imported inside functions so that importing rawserve.tls
+    # cryptography is imported inside functions so that importing rawserve.serving.tls
     # (and with it the CLI's --help) stays cheap.
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

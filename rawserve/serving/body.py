@@ -8,7 +8,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-from rawserve.errors import BodyTooLarge, ClientDisconnected
+from rawserve.core.errors import BodyTooLarge, ClientDisconnected
 
 
 class BodyStream:

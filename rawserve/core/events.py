@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rawserve.priority import DEFAULT_PRIORITY, Priority
+from rawserve.core.priority import DEFAULT_PRIORITY, Priority
 
 Headers = list[tuple[bytes, bytes]]
 

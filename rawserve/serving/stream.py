@@ -17,10 +17,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from rawserve.body import BodyStream
-from rawserve.config import Config
-from rawserve.errors import BodyTooLarge, ClientDisconnected, StreamClosedError
-from rawserve.events import (
+from rawserve.core.config import Config
+from rawserve.core.errors import BodyTooLarge, ClientDisconnected, StreamClosedError
+from rawserve.core.events import (
     InformationalResponse,
     OutgoingEvent,
     RequestReceived,
@@ -30,8 +29,9 @@ from rawserve.events import (
     ResponseStart,
 )
 from rawserve.requests import Request
+from rawserve.serving.body import BodyStream
 
-log = logging.getLogger("rawserve.stream")
+log = logging.getLogger("rawserve.serving.stream")
 access_log = logging.getLogger("rawserve.access")
 
 # state -> the states it may move to. Anything else is a bug in the driver.
@@ -135,7 +135,10 @@ class StreamDriver:
         try:
             self._move(HANDLING)
             request = Request(
-                self.event, self.body, client=self.conn.client, server=self.conn.server_address,
+                self.event,
+                self.body,
+                client=self.conn.client,
+                server=self.conn.server_address,
                 app=self.app,
             )
             self.request = request
@@ -186,7 +189,11 @@ class StreamDriver:
                 access_log.info(
                     '%s - "%s %s HTTP/%s" %d %d %.1fms',
                     f"{client[0]}:{client[1]}" if client else "-",
-                    e.method, e.target, e.http_version, status, sent,
+                    e.method,
+                    e.target,
+                    e.http_version,
+                    status,
+                    sent,
                     (time.perf_counter() - started) * 1000,
                 )
 

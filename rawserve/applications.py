@@ -5,7 +5,7 @@ behind one coroutine the stream driver calls for every request,
 Layers, outermost first, as in starlette: user middleware (the last added
 runs first) around the exception handlers around the router. An exception no
 handler claims becomes a 500 outside the middleware, logged with its
-traceback on ``rawserve.app``; the client sees only
+traceback on ``rawserve.applications``; the client sees only
 ``{"detail": "Internal Server Error"}``.
 """
 
@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+from rawserve.core.errors import BodyTooLarge, ClientDisconnected
+from rawserve.core.priority import DEFAULT_PRIORITY, Priority
 from rawserve.datastructures import State
 from rawserve.encoders import jsonable_encoder
-from rawserve.errors import BodyTooLarge, ClientDisconnected
 from rawserve.exceptions import HTTPException, RequestValidationError
-from rawserve.priority import DEFAULT_PRIORITY, Priority
 from rawserve.requests import JSONDecodeError, Request
 from rawserve.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from rawserve.routing import (
@@ -41,7 +41,7 @@ __all__ = [
     "request_validation_exception_handler",
 ]
 
-log = logging.getLogger("rawserve.app")
+log = logging.getLogger("rawserve.applications")
 
 DecoratedCallable = TypeVar("DecoratedCallable", bound=Callable[..., Any])
 Handler = Callable[[Request], Awaitable[Response]]
