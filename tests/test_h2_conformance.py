@@ -61,6 +61,7 @@ from rawserve.core.events import (
     IncomingEvent,
     PriorityChanged,
     RequestReceived,
+    ResetReason,
     ResponseBody,
     ResponseStart,
     StreamReset,
@@ -414,7 +415,7 @@ def test_9113_5_1_half_closed_remote_data_is_stream_closed() -> None:
     peer.request(1)
     peer.send(DataFrame(1, b"x", flags=["END_STREAM"]))
     assert_stream_error(peer, 1, STREAM_CLOSED)
-    assert peer.events[-1] == StreamReset(1, STREAM_CLOSED)
+    assert peer.events[-1] == StreamReset(1, ResetReason.PROTOCOL_ERROR)
 
 
 def test_9113_5_1_half_closed_remote_headers_is_stream_closed() -> None:
@@ -436,7 +437,7 @@ def test_9113_5_1_half_closed_remote_rst_stream_resets() -> None:
     peer = Peer()
     peer.request(1)
     events = peer.send(RstStreamFrame(1, error_code=0x8))
-    assert events == [StreamReset(1, 0x8)]
+    assert events == [StreamReset(1, ResetReason.CANCELLED)]
     assert not peer.read()  # never answer RST_STREAM with RST_STREAM (5.4.2)
     assert_alive(peer)
 
@@ -580,7 +581,7 @@ def test_9113_5_3_1_priority_depending_on_itself_on_open_stream_is_stream_error(
     peer = Peer()
     peer.request(1, POST, end_stream=False)
     events = peer.send(PriorityFrame(1, depends_on=1, stream_weight=255))
-    assert events == [StreamReset(1, PROTOCOL_ERROR)]
+    assert events == [StreamReset(1, ResetReason.PROTOCOL_ERROR)]
     assert_stream_error(peer, 1, PROTOCOL_ERROR)
 
 
@@ -721,7 +722,7 @@ def test_9113_6_4_rst_stream_drops_the_queued_response() -> None:
     peer.server.send(ResponseStart(1, 200))
     peer.server.send(ResponseBody(1, b"x" * 1000))
     assert peer.server.buffered(1) == 1000
-    assert peer.send(RstStreamFrame(1, error_code=0x8)) == [StreamReset(1, 0x8)]
+    assert peer.send(RstStreamFrame(1, error_code=0x8)) == [StreamReset(1, ResetReason.CANCELLED)]
     assert peer.server.buffered(1) == 0
     assert peer.server.open_streams == 0
 
@@ -893,7 +894,7 @@ def test_9113_6_9_zero_increment_on_stream_is_stream_error() -> None:
     peer = Peer()
     peer.request(1, POST, end_stream=False)
     events = peer.send(raw_frame(TYPE_WINDOW_UPDATE, 0, 1, b"\x00\x00\x00\x00"))
-    assert events == [StreamReset(1, PROTOCOL_ERROR)]
+    assert events == [StreamReset(1, ResetReason.PROTOCOL_ERROR)]
     assert_stream_error(peer, 1, PROTOCOL_ERROR)
 
 
@@ -1056,7 +1057,7 @@ def test_9113_7_unknown_error_code_in_goaway_is_not_an_error() -> None:
 def test_9113_7_unknown_error_code_in_rst_stream_is_not_an_error() -> None:
     peer = Peer()
     peer.request(1, POST, end_stream=False)
-    assert peer.send(RstStreamFrame(1, error_code=0xFF)) == [StreamReset(1, 0xFF)]
+    assert peer.send(RstStreamFrame(1, error_code=0xFF)) == [StreamReset(1, ResetReason.CANCELLED)]
     assert peer.read() == []
     assert_alive(peer)
 
@@ -1068,7 +1069,7 @@ def test_9113_8_1_second_headers_without_end_stream_is_stream_error() -> None:
     peer = Peer()
     peer.request(1, POST, end_stream=False)
     events = peer.send(peer.headers(1, [(b"x-trailer", b"1")], end_stream=False))
-    assert events == [StreamReset(1, PROTOCOL_ERROR)]
+    assert events == [StreamReset(1, ResetReason.PROTOCOL_ERROR)]
     assert_stream_error(peer, 1, PROTOCOL_ERROR)
     peer.request(3, [*GET, (b"x-trailer", b"1")])  # an indexed reference now
     assert requests(peer)[-1].headers == [(b"x-trailer", b"1")]
@@ -1122,7 +1123,7 @@ def test_9113_8_1_1_content_length_larger_than_data_is_stream_error() -> None:
     peer.request(1, [*POST, (b"content-length", b"10")], end_stream=False)
     peer.send(DataFrame(1, b"12345", flags=["END_STREAM"]))
     assert_stream_error(peer, 1, PROTOCOL_ERROR)
-    assert peer.events[-1] == StreamReset(1, PROTOCOL_ERROR)
+    assert peer.events[-1] == StreamReset(1, ResetReason.PROTOCOL_ERROR)
 
 
 def test_9113_8_1_1_content_length_smaller_than_data_is_stream_error() -> None:
@@ -1227,7 +1228,7 @@ def test_9113_8_2_invalid_trailer_field_is_malformed() -> None:
     peer.request(1, POST, end_stream=False)
     peer.send(peer.headers(1, [(b"X-Bad", b"1")], end_stream=True))
     assert_stream_error(peer, 1, PROTOCOL_ERROR)
-    assert peer.events[-1] == StreamReset(1, PROTOCOL_ERROR)
+    assert peer.events[-1] == StreamReset(1, ResetReason.PROTOCOL_ERROR)
 
 
 # -- RFC 9113 section 8.3: pseudo-header fields ---------------------------------------------------

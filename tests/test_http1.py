@@ -24,6 +24,7 @@ from rawserve.core.events import (
     IncomingEvent,
     InformationalResponse,
     RequestReceived,
+    ResetReason,
     ResetStream,
     ResponseBody,
     ResponseEnd,
@@ -674,7 +675,7 @@ def test_bad_body_of_a_pipelined_request_waits_for_the_earlier_response() -> Non
         StreamReset,
         ConnectionTerminated,
     ]
-    assert events[3] == StreamReset(2, 1)
+    assert events[3] == StreamReset(2, ResetReason.PROTOCOL_ERROR)
     assert events[4].last_stream_id == 1  # type: ignore[union-attr]
     assert conn.pending_requests == 1
     respond(conn, 1)
@@ -761,7 +762,7 @@ def test_eof_mid_body_resets_the_stream() -> None:
     feed(conn, POST[:-2])
     events = conn.receive_data(b"")
     assert events == [
-        StreamReset(1, 0),
+        StreamReset(1, ResetReason.CONNECTION_CLOSED),
         ConnectionTerminated(0, None, "peer closed the connection"),
     ]
     assert conn.should_close

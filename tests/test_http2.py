@@ -38,6 +38,7 @@ from rawserve.core.events import (
     PriorityChanged,
     PushPromise,
     RequestReceived,
+    ResetReason,
     ResetStream,
     ResponseBody,
     ResponseEnd,
@@ -445,7 +446,7 @@ def test_client_reset_gives_stream_reset_and_drops_queue() -> None:
     pair.respond(sid, b"q" * 1000)
     assert pair.server.buffered(sid) == 990
     pair.client.reset_stream(sid, error_code=8)
-    assert pair.to_server() == [StreamReset(sid, 8)]
+    assert pair.to_server() == [StreamReset(sid, ResetReason.CANCELLED)]
     assert pair.server.buffered(sid) == 0
     assert pair.server.open_streams == 0
     pair.server.send(ResponseBody(sid, b"late"))  # the handler did not know yet
@@ -456,7 +457,7 @@ def test_server_reset_stream() -> None:
     pair = Pair()
     sid = pair.request(POST, end=False)
     pair.to_server()
-    pair.server.send(ResetStream(sid, 0x2))
+    pair.server.send(ResetStream(sid, ResetReason.INTERNAL_ERROR))
     events = pair.to_client()
     resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
     assert [(e.stream_id, e.error_code) for e in resets] == [(sid, 0x2)]

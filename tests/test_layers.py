@@ -73,6 +73,11 @@ LAYERS: dict[str, str] = {
 # one (the stream driver speaks events, not a particular HTTP version).
 PROTOCOL_PACKAGE = "protocols"
 
+# L1 modules every protocol adapter may import: the HTTP semantics that HTTP/2
+# and HTTP/3 share (field and pseudo-header checks, trailers, the RFC 9218 write
+# order, rate limits). Everything else in L1 stays out of each other's way.
+L1_SHARED = {"protocols.semantics"}
+
 # orjson is a pure codec (bytes <-> values, no I/O, no clock), so the V2 protocol
 # codec may use it in L1; see docs/ARCHITECTURE.md.
 L1_THIRD_PARTY = {
@@ -114,6 +119,14 @@ def layer_of(name: str) -> str | None:
         if wildcard in LAYERS:
             return LAYERS[wildcard]
     return None
+
+
+def _unit(name: str) -> str:
+    """The unit an L1 module belongs to: one protocol's subpackage, else itself."""
+    parts = name.split(".")
+    if parts[0] == PROTOCOL_PACKAGE and len(parts) > 2:
+        return ".".join(parts[:2])
+    return name
 
 
 def is_protocol_module(name: str) -> bool:
@@ -169,9 +182,12 @@ def check_arrow(imp: Import, package: str, inits: set[str]) -> str | None:
         if RANK[target_layer] > RANK[layer]:
             return f"{where}: {layer} may not import {target_layer} (arrow points up)"
         if layer == L1 and target_layer == L1 and inner != imp.importer:
-            # A package's __init__ may gather its own submodules.
+            # A package's __init__ may gather its own submodules; the modules of
+            # one protocol (protocols/http2/...) are one unit; and the HTTP
+            # semantics every version shares are there for all of them.
             own_package = imp.importer and inner.startswith(imp.importer + ".")
-            if not (imp.importer in inits and own_package):
+            same_unit = _unit(inner) == _unit(imp.importer)
+            if not ((imp.importer in inits and own_package) or same_unit or inner in L1_SHARED):
                 return f"{where}: L1 modules may not import each other (arrow points sideways)"
         if layer == L2 and is_protocol_module(inner):
             return f"{where}: L2 may not import a protocol module"
@@ -275,6 +291,17 @@ def make_package(tmp_path: Path, files: dict[str, str]) -> Path:
             {"protocols/http1.py": "from ..serving.stream import X\n", "serving/stream.py": ""},
             "points up",
         ),
+        (
+            {"protocols/http1.py": "from .http2.core import X\n", "protocols/http2/core.py": ""},
+            "sideways",
+        ),
+        (
+            {
+                "protocols/semantics.py": "from .http1 import X\n",
+                "protocols/http1.py": "",
+            },
+            "sideways",
+        ),
         ({"protocols/http2.py": "async def f() -> None:\n    pass\n"}, "AsyncFunctionDef"),
         (
             {
@@ -328,7 +355,13 @@ def test_checker_allows_downward_and_permitted_imports(tmp_path: Path) -> None:
         "core/events.py": "from rawserve.core.priority import Priority\n",
         "protocols/__init__.py": "from . import http1\n",
         "protocols/http1.py": "import httptools\nfrom ..core.events import RequestReceived\n",
-        "protocols/http2.py": "import h2.connection\nfrom rawserve.core import errors\n",
+        "protocols/http2/__init__.py": "from .connection import H2\n",
+        "protocols/http2/connection.py": (
+            "import h2.connection\nfrom rawserve.core import errors\nfrom .core import C\n"
+            "from ..semantics import check\n"
+        ),
+        "protocols/http2/core.py": "import hpack\n",
+        "protocols/semantics.py": "import re\n",
         "inference/__init__.py": "",
         "inference/scheduler.py": "import heapq\nimport numpy as np\n",
         "serving/stream.py": "import asyncio\nfrom rawserve.inference.scheduler import S\n",

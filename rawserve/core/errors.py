@@ -21,10 +21,9 @@ class ProtocolError(RawServeError):
 class StreamClosedError(RawServeError):
     """The stream was reset or its connection closed; nothing more can be sent."""
 
-    def __init__(self, stream_id: int, error_code: int = 0) -> None:
-        super().__init__(f"stream {stream_id} is closed (error code {error_code})")
+    def __init__(self, stream_id: int) -> None:
+        super().__init__(f"stream {stream_id} is closed")
         self.stream_id = stream_id
-        self.error_code = error_code
 
 
 class ConfigError(RawServeError):

@@ -7,11 +7,27 @@ lowercase bytes; pseudo-headers never appear in ``headers``.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from rawserve.core.priority import DEFAULT_PRIORITY, Priority
 
 Headers = list[tuple[bytes, bytes]]
+
+
+class ResetReason(enum.Enum):
+    """Why a stream ended early, in no protocol's terms. Each adapter maps it
+    to its own code (HTTP/2 RST_STREAM, HTTP/3 H3_* application errors) and
+    back; HTTP/1.1 can only close the connection."""
+
+    NO_ERROR = "no_error"  # the response is complete; stop sending the request
+    CANCELLED = "cancelled"  # the peer (or we) no longer want the stream
+    REFUSED = "refused"  # never processed: safe for the client to retry
+    PROTOCOL_ERROR = "protocol_error"  # the peer broke the protocol on this stream
+    INTERNAL_ERROR = "internal_error"  # the server failed mid-response
+    FLOW_CONTROL_ERROR = "flow_control_error"
+    EXCESSIVE_LOAD = "excessive_load"  # the peer asks for too much (ENHANCE_YOUR_CALM)
+    CONNECTION_CLOSED = "connection_closed"  # the connection went away mid-request
 
 
 # -- incoming: peer -> server ---------------------------------------------------
@@ -48,7 +64,7 @@ class StreamReset:
     HTTP/1.1 connection closed mid-request)."""
 
     stream_id: int
-    error_code: int = 0
+    reason: ResetReason = ResetReason.CANCELLED
 
 
 @dataclass(slots=True)
@@ -61,7 +77,8 @@ class PriorityChanged:
 class ConnectionTerminated:
     """The connection is over: peer GOAWAY, a protocol error the adapter
     answered, or an HTTP/1.1 close. ``last_stream_id`` streams above it were
-    never processed and may be retried by the client."""
+    never processed and may be retried by the client. ``error_code`` is the
+    protocol's own code, for logs; the glue acts on the event, not the code."""
 
     error_code: int = 0
     last_stream_id: int | None = None
@@ -103,7 +120,7 @@ class ResetStream:
     """The server abandons a stream (handler failed mid-body, body too large)."""
 
     stream_id: int
-    error_code: int = 0x8  # CANCEL
+    reason: ResetReason = ResetReason.CANCELLED
 
 
 @dataclass(slots=True)

@@ -55,6 +55,7 @@ from rawserve.core.events import (
     InformationalResponse,
     OutgoingEvent,
     RequestReceived,
+    ResetReason,
     ResetStream,
     ResponseBody,
     ResponseEnd,
@@ -589,7 +590,7 @@ class H1Connection:
             if s.answered:
                 respond = False  # its response is out; the client reads no more
             else:
-                events.append(StreamReset(s.id, 1))
+                events.append(StreamReset(s.id, ResetReason.PROTOCOL_ERROR))
                 s.answered = True
                 q.remove(s)
                 last = s.id - 1
@@ -611,7 +612,7 @@ class H1Connection:
         if s is not None and not s.request_done:
             self._receiving = None
             if not s.answered:
-                events.append(StreamReset(s.id, 0))
+                events.append(StreamReset(s.id, ResetReason.CONNECTION_CLOSED))
                 s.answered = True
                 self._queue.remove(s)
                 last = s.id - 1

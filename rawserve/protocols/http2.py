@@ -61,6 +61,7 @@ from rawserve.core.events import (
     PriorityChanged,
     PushPromise,
     RequestReceived,
+    ResetReason,
     ResetStream,
     ResponseBody,
     ResponseEnd,
@@ -102,6 +103,34 @@ _BAD_METHOD = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-zA-Z]")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _BAD_PATH = re.compile(rb"[\x00-\x20\x7f]")
 _BAD_SCHEME = re.compile(rb"[^a-zA-Z0-9+\-.]")
+
+
+# RFC 9113 section 7 codes for the protocol-neutral reset reasons, and back.
+_CODE_FOR_REASON: dict[ResetReason, ErrorCodes] = {
+    ResetReason.NO_ERROR: ErrorCodes.NO_ERROR,
+    ResetReason.CANCELLED: ErrorCodes.CANCEL,
+    ResetReason.REFUSED: ErrorCodes.REFUSED_STREAM,
+    ResetReason.PROTOCOL_ERROR: ErrorCodes.PROTOCOL_ERROR,
+    ResetReason.INTERNAL_ERROR: ErrorCodes.INTERNAL_ERROR,
+    ResetReason.FLOW_CONTROL_ERROR: ErrorCodes.FLOW_CONTROL_ERROR,
+    ResetReason.EXCESSIVE_LOAD: ErrorCodes.ENHANCE_YOUR_CALM,
+    ResetReason.CONNECTION_CLOSED: ErrorCodes.CANCEL,
+}
+_REASON_FOR_CODE: dict[int, ResetReason] = {
+    **{
+        int(code): reason
+        for reason, code in _CODE_FOR_REASON.items()
+        if reason is not ResetReason.CONNECTION_CLOSED
+    },
+    # Frames on a closed stream, a bad frame size: the peer broke the protocol.
+    int(ErrorCodes.STREAM_CLOSED): ResetReason.PROTOCOL_ERROR,
+    int(ErrorCodes.FRAME_SIZE_ERROR): ResetReason.PROTOCOL_ERROR,
+}
+
+
+def _reason_from_code(code: int | None) -> ResetReason:
+    """A peer's RST_STREAM code as a reason; codes we do not name are cancels."""
+    return _REASON_FOR_CODE.get(int(code or 0), ResetReason.CANCELLED)
 
 
 class _FrameSizeError(h2.exceptions.ProtocolError):
@@ -950,7 +979,7 @@ class H2Connection:
                 stream = self._streams.get(ev.stream_id)
                 if stream is not None:
                     self._drop(ev.stream_id, stream)
-                    out.append(StreamReset(ev.stream_id, int(ev.error_code)))
+                    out.append(StreamReset(ev.stream_id, _reason_from_code(ev.error_code)))
             elif isinstance(ev, h2.events.TrailersReceived):
                 self._on_trailers(ev, out)
             elif isinstance(ev, h2.events.PriorityUpdated):
@@ -1057,7 +1086,7 @@ class H2Connection:
             # Only trailers can end a stream short of content-length: h2
             # checks DATA frames itself.
             self._reset(sid, ErrorCodes.PROTOCOL_ERROR)
-            out.append(StreamReset(sid, ErrorCodes.PROTOCOL_ERROR))
+            out.append(StreamReset(sid, ResetReason.PROTOCOL_ERROR))
             return
         stream.request_ended = True
         out.append(EndOfRequest(sid))
@@ -1070,7 +1099,7 @@ class H2Connection:
             _check_trailers(ev.headers)
         except _Malformed:
             self._reset(sid, ErrorCodes.PROTOCOL_ERROR)
-            out.append(StreamReset(sid, ErrorCodes.PROTOCOL_ERROR))
+            out.append(StreamReset(sid, ResetReason.PROTOCOL_ERROR))
 
     def _on_priority_frame(self, ev: h2.events.PriorityUpdated, out: list[IncomingEvent]) -> None:
         sid = ev.stream_id
@@ -1144,7 +1173,7 @@ class H2Connection:
             stream.closing = True
             self._flush(sid, stream)
         elif isinstance(event, ResetStream):
-            self._reset(sid, event.error_code)
+            self._reset(sid, _CODE_FOR_REASON[event.reason])
         elif isinstance(event, InformationalResponse):
             if not stream.response_started:
                 headers = self._response_headers(event.status, event.headers, final=False)

@@ -329,7 +329,7 @@ class HTTPConnection(asyncio.Protocol):
             elif t is StreamReset:
                 driver = self.streams.pop(event.stream_id, None)  # type: ignore[union-attr]
                 if driver is not None:
-                    driver.reset(event.error_code)  # type: ignore[union-attr]
+                    driver.reset(event.reason)  # type: ignore[union-attr,arg-type]
                     self._wake_writer(event.stream_id)  # type: ignore[union-attr]
             elif t is PriorityChanged:
                 driver = self.streams.get(event.stream_id)  # type: ignore[union-attr]

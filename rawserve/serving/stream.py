@@ -23,6 +23,7 @@ from rawserve.core.events import (
     InformationalResponse,
     OutgoingEvent,
     RequestReceived,
+    ResetReason,
     ResetStream,
     ResponseBody,
     ResponseEnd,
@@ -117,7 +118,7 @@ class StreamDriver:
         if self.state == HANDLING and not self.body.complete:
             self.conn.send(InformationalResponse(self.stream_id, 100))
 
-    def reset(self, error_code: int = 0) -> None:
+    def reset(self, reason: ResetReason = ResetReason.CANCELLED) -> None:
         """The peer cancelled the stream or the connection went away."""
         if self.state in (DONE, RESET):
             return
@@ -243,7 +244,7 @@ class StreamDriver:
             conn.send(ResponseEnd(sid))
             if not finished:
                 # Tell the client to stop sending the rest (RFC 9113 8.1).
-                conn.send(ResetStream(sid, 0))
+                conn.send(ResetStream(sid, ResetReason.NO_ERROR))
         self._move(DONE)
         return sent
 
@@ -289,7 +290,7 @@ class StreamDriver:
             # Headers are out: the only honest signal left is to cut the stream
             # (HTTP/1.1 closes the connection).
             try:
-                self.conn.send(ResetStream(self.stream_id, 0x2))  # INTERNAL_ERROR
+                self.conn.send(ResetStream(self.stream_id, ResetReason.INTERNAL_ERROR))
             except Exception:
                 log.debug("could not reset stream %d", self.stream_id, exc_info=True)
         self.state = RESET
