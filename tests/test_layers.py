@@ -44,6 +44,8 @@ LAYERS: dict[str, str] = {
     "inference.metrics": L2,
     # The built-in app is an app like a user's: it may not touch sockets.
     "inference.builtin_app": L2,
+    "inference.app": L2,
+    "inference.app.*": L2,
     # The app surface: the modules FastAPI users import from.
     "applications": L2,
     "routing": L2,
@@ -55,11 +57,20 @@ LAYERS: dict[str, str] = {
     "status": L2,
     "encoders": L2,
     "background": L2,
+    # Internals of the surface, each about one thing (FastAPI's dependencies/,
+    # starlette's convertors and formparsers).
+    "dependencies": L2,
+    "dependencies.*": L2,
+    "validation": L2,
+    "convertors": L2,
+    "formparsers": L2,
     # Serving: the stream driver and request body are protocol-neutral (L2);
     # the socket glue, TLS and the Server are I/O.
     "serving": L2,
     "serving.stream": L2,
     "serving.body": L2,
+    "serving.connection": L3,
+    "serving.tcp": L3,
     "serving.server": L3,
     "serving.tls": L3,
     # The package facade re-exports run() and Server, so it sits on top.
