@@ -815,7 +815,6 @@ def test_h2c_upgrade(step: int) -> None:
         assert conn.receive_data(b"more") == []
     (ev,) = events
     assert isinstance(ev, UpgradeRequested)
-    assert ev.protocol == "h2c"
     assert ev.settings == SETTINGS
     assert ev.data == (b"" if step else PREFACE)
     assert ev.request.stream_id == 1

@@ -696,13 +696,6 @@ def test_initiate_upgrade_rejects_bad_settings() -> None:
     assert server.data_to_send() == b""
 
 
-def test_ping_from_server() -> None:
-    pair = Pair()
-    pair.server.ping(b"12345678")
-    events = pair.to_client()
-    assert any(isinstance(e, h2.events.PingReceived) for e in events)
-
-
 # -- property tests -------------------------------------------------------------------------
 
 

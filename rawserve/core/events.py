@@ -138,7 +138,6 @@ class UpgradeRequested:
     ``request`` becomes stream 1."""
 
     request: RequestReceived
-    protocol: str
     settings: bytes
     data: bytes
 

@@ -439,7 +439,7 @@ class H1Connection:
                 payload = _decode_settings(settings)
                 if payload is not None:
                     request.stream_id = 1
-                    self._upgrade = UpgradeRequested(request, "h2c", payload, b"")
+                    self._upgrade = UpgradeRequested(request, payload, b"")
                     return
             # Served as plain HTTP/1.1: ``_feed`` parses the skipped body.
             self._body_skipped = has_body

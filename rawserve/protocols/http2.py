@@ -900,10 +900,6 @@ class H2Connection:
         """The ``date`` value for responses; the I/O layer updates it once a second."""
         self._date = value
 
-    def ping(self, opaque_data: bytes = b"rawserve") -> None:
-        if not self._closed:
-            self._conn.ping(opaque_data)
-
     @property
     def should_close(self) -> bool:
         return self._closed or ((self._goaway_sent or self._peer_goaway) and not self._streams)
