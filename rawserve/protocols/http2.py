@@ -12,9 +12,7 @@ response bodies as flow control allows.
 from __future__ import annotations
 
 import base64
-import re
 from collections import deque
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import h2.config
@@ -74,6 +72,15 @@ from rawserve.core.priority import (
     parse_priority_field,
     urgency_from_weight,
 )
+from rawserve.protocols.semantics import (
+    CONNECTION_SPECIFIC,
+    MalformedMessage,
+    RateLimit,
+    check_trailers,
+    parse_request_head,
+    response_head,
+    write_order,
+)
 
 if TYPE_CHECKING:
     from h2._typing import Buffer
@@ -92,18 +99,6 @@ HARD_HEADER_FACTOR = 2
 # Frames (HEADERS and its CONTINUATIONs) in one header block. h2 has a
 # similar backlog limit but answers PROTOCOL_ERROR, not ENHANCE_YOUR_CALM.
 MAX_CONTINUATIONS = 63
-
-CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
-_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
-# RFC 9110 token characters, lowercase only (RFC 9113 section 8.2.1).
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
-_BAD_METHOD = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-zA-Z]")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
-_BAD_PATH = re.compile(rb"[\x00-\x20\x7f]")
-_BAD_SCHEME = re.compile(rb"[^a-zA-Z0-9+\-.]")
-
 
 # RFC 9113 section 7 codes for the protocol-neutral reset reasons, and back.
 _CODE_FOR_REASON: dict[ResetReason, ErrorCodes] = {
@@ -139,31 +134,6 @@ class _FrameSizeError(h2.exceptions.ProtocolError):
 
 class _CompressionError(h2.exceptions.ProtocolError):
     error_code = ErrorCodes.COMPRESSION_ERROR
-
-
-class _Malformed(Exception):
-    """A request is malformed (RFC 9113 section 8.1.1): stream error."""
-
-
-class _RateLimit:
-    """Token bucket: ``rate`` events per second, bursts up to ``rate``; 0 disables."""
-
-    __slots__ = ("_last", "_rate", "_tokens")
-
-    def __init__(self, rate: int) -> None:
-        self._rate = float(rate)
-        self._tokens = float(rate)
-        self._last: float | None = None
-
-    def exceeded(self, now: float) -> bool:
-        if self._rate <= 0:
-            return False
-        if self._last is None or now > self._last:
-            if self._last is not None:
-                self._tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
-            self._last = now
-        self._tokens -= 1.0
-        return self._tokens < 0
 
 
 class _FrameBuffer(FrameBuffer):
@@ -346,8 +316,8 @@ class _Core(h2.connection.H2Connection):
         self.now = 0.0
         self.max_streams = limits.max_concurrent_streams
         self.refuse_new = False  # after our GOAWAY
-        self.control = _RateLimit(limits.max_control_frames_per_s)
-        self.resets = _RateLimit(limits.max_resets_per_s)
+        self.control = RateLimit(limits.max_control_frames_per_s)
+        self.resets = RateLimit(limits.max_resets_per_s)
         # Each DATA frame we send earns the peer two WINDOW_UPDATEs (stream and
         # connection) that do not count as control frames: they are progress.
         self.window_credit = 0
@@ -588,166 +558,6 @@ def _check_priority_update(frame: ExtensionFrame) -> None:
         raise _FrameSizeError("PRIORITY_UPDATE frame shorter than 4 bytes")
     if int.from_bytes(frame.body[:4], "big") & 0x7FFFFFFF == 0:
         raise h2.exceptions.ProtocolError("PRIORITY_UPDATE for stream 0")
-
-
-class _Request:
-    """What validation of a request header block yields."""
-
-    __slots__ = (
-        "authority",
-        "content_length",
-        "expect_continue",
-        "headers",
-        "method",
-        "path",
-        "priority_field",
-        "scheme",
-        "size",
-    )
-
-    def __init__(self) -> None:
-        self.method = b""
-        self.scheme: bytes | None = None
-        self.path: bytes | None = None
-        self.authority: bytes | None = None
-        self.headers: Headers = []
-        self.content_length: int | None = None
-        self.priority_field: bytes | None = None
-        self.expect_continue = False
-        self.size = 0
-
-
-def _check_field(name: bytes, value: bytes) -> None:
-    if not name or _BAD_NAME.search(name) is not None:
-        raise _Malformed(f"invalid header name {name!r}")
-    if value and (
-        _BAD_VALUE.search(value) is not None
-        or value[0] in (0x20, 0x09)
-        or value[-1] in (0x20, 0x09)
-    ):
-        raise _Malformed(f"invalid value for header {name!r}")
-    if name in CONNECTION_SPECIFIC:
-        raise _Malformed(f"connection-specific header {name!r}")
-    if name == b"te" and value.lower() != b"trailers":
-        raise _Malformed("TE header with a value other than 'trailers'")
-
-
-# Header names already found valid (RFC 9113 section 8.2.1): clients repeat
-# the same few, and a set lookup is cheaper than the regular expression.
-_valid_names: set[bytes] = set()
-MAX_VALID_NAMES = 4096
-# Names _parse_request looks at beyond validation.
-_SPECIAL_REQUEST = CONNECTION_SPECIFIC | {
-    b"te",
-    b"cookie",
-    b"host",
-    b"content-length",
-    b"priority",
-    b"expect",
-}
-
-
-def _parse_request(headers: Iterable[tuple[bytes, bytes]]) -> _Request:
-    """Validate a request header block (RFC 9113 sections 8.2 and 8.3)."""
-    req = _Request()
-    pseudo: dict[bytes, bytes] = {}
-    regular = req.headers
-    cookies: list[bytes] = []
-    host: bytes | None = None
-    size = 0
-    for field in headers:
-        name, value = field[0], field[1]
-        size += len(name) + len(value) + 32
-        if name[:1] == b":":
-            if regular or cookies:
-                raise _Malformed(f"pseudo-header {name!r} after a regular header")
-            if name not in _REQUEST_PSEUDO:
-                raise _Malformed(f"unknown or response pseudo-header {name!r}")
-            if name in pseudo:
-                raise _Malformed(f"duplicate pseudo-header {name!r}")
-            pseudo[name] = value
-            continue
-        # _check_field, inline: this loop runs for every request field.
-        if name not in _valid_names:
-            if not name or _BAD_NAME.search(name) is not None:
-                raise _Malformed(f"invalid header name {name!r}")
-            if len(_valid_names) < MAX_VALID_NAMES:
-                _valid_names.add(name)
-        if value and (
-            _BAD_VALUE.search(value) is not None
-            or value[0] in (0x20, 0x09)
-            or value[-1] in (0x20, 0x09)
-        ):
-            raise _Malformed(f"invalid value for header {name!r}")
-        if name not in _SPECIAL_REQUEST:
-            regular.append(field)
-            continue
-        if name in CONNECTION_SPECIFIC:
-            raise _Malformed(f"connection-specific header {name!r}")
-        if name == b"te":
-            if value.lower() != b"trailers":
-                raise _Malformed("TE header with a value other than 'trailers'")
-        elif name == b"cookie":
-            cookies.append(value)
-            continue
-        elif name == b"host":
-            host = value
-        elif name == b"content-length":
-            if (
-                not value.isdigit()
-                or len(value) > 18
-                or (req.content_length is not None and int(value) != req.content_length)
-            ):
-                raise _Malformed("invalid content-length")
-            req.content_length = int(value)
-        elif name == b"priority":
-            req.priority_field = value
-        elif name == b"expect":
-            req.expect_continue = value.lower() == b"100-continue"
-        regular.append(field)
-    if cookies:
-        # RFC 9113 section 8.2.3: one field for HTTP/1.1-shaped consumers.
-        regular.append((b"cookie", b"; ".join(cookies)))
-    req.size = size
-
-    method = pseudo.get(b":method")
-    if not method or _BAD_METHOD.search(method) is not None:
-        raise _Malformed("missing or invalid :method")
-    req.method = method
-    req.scheme = pseudo.get(b":scheme")
-    req.path = pseudo.get(b":path")
-    authority = pseudo.get(b":authority")
-    if method == b"CONNECT":
-        if req.scheme is not None or req.path is not None or not authority:
-            raise _Malformed("CONNECT request needs :authority and no :scheme or :path")
-    else:
-        if not req.scheme or _BAD_SCHEME.search(req.scheme) is not None:
-            raise _Malformed("missing or invalid :scheme")
-        path = req.path
-        if not path:
-            raise _Malformed("missing or empty :path")
-        if _BAD_PATH.search(path) is not None:
-            raise _Malformed("invalid :path")
-        if (
-            req.scheme in (b"http", b"https")
-            and path[0] != 0x2F
-            and not (path == b"*" and method == b"OPTIONS")
-        ):
-            raise _Malformed(":path is neither absolute nor '*'")
-    if authority is not None:
-        if b"@" in authority or _BAD_PATH.search(authority) is not None:
-            raise _Malformed("invalid :authority")
-        if host is not None and host != authority:
-            raise _Malformed("host header differs from :authority")
-    req.authority = authority if authority is not None else host
-    return req
-
-
-def _check_trailers(headers: Iterable[tuple[bytes, bytes]]) -> None:
-    for name, value in headers:
-        if name[:1] == b":":
-            raise _Malformed(f"pseudo-header {name!r} in trailers")
-        _check_field(name, value)
 
 
 class _Stream:
@@ -1003,10 +813,10 @@ class H2Connection:
         sid = ev.stream_id
         ended = ev.stream_ended is not None
         try:
-            req = _parse_request(ev.headers)
+            req = parse_request_head(ev.headers)
             if ended and req.content_length:
-                raise _Malformed("content-length without a body")
-        except _Malformed:
+                raise MalformedMessage("content-length without a body")
+        except MalformedMessage:
             self._reset(sid, ErrorCodes.PROTOCOL_ERROR)
             self._conn._count_reset()
             return
@@ -1092,8 +902,8 @@ class H2Connection:
         if sid not in self._streams:
             return
         try:
-            _check_trailers(ev.headers)
-        except _Malformed:
+            check_trailers(ev.headers)
+        except MalformedMessage:
             self._reset(sid, ErrorCodes.PROTOCOL_ERROR)
             out.append(StreamReset(sid, ResetReason.PROTOCOL_ERROR))
 
@@ -1176,28 +986,9 @@ class H2Connection:
                 self._send_headers(sid, stream, headers, False)
 
     def _response_headers(self, status: int, headers: Headers, *, final: bool) -> Headers:
-        out: Headers = [(b":status", b"%d" % status)]
-        has_server = has_date = False
-        for name, value in headers:
-            name = name.lower()
-            if (
-                name in CONNECTION_SPECIFIC
-                or not name
-                or name[0] == 0x3A
-                or _BAD_VALUE.search(value) is not None
-            ):
-                continue
-            if name == b"server":
-                has_server = True
-            elif name == b"date":
-                has_date = True
-            out.append((name, value))
         if final:
-            if not has_server and self._server_header:
-                out.append((b"server", self._server_header))
-            if not has_date and self._date:
-                out.append((b"date", self._date))
-        return out
+            return response_head(status, headers, server=self._server_header, date=self._date)
+        return response_head(status, headers)
 
     def _send_headers(self, sid: int, stream: _Stream, headers: Headers, end: bool) -> bool:
         try:
@@ -1277,32 +1068,24 @@ class H2Connection:
         return bool(queue)
 
     def _flush_all(self) -> None:
-        """Serve waiting streams in RFC 9218 order: urgency first; within an
-        urgency, non-incremental streams one after another in stream order,
-        then incremental ones round-robin, a frame each."""
-        ready = sorted(
-            (s.priority.urgency, s.priority.incremental, sid)
+        """Serve waiting streams in RFC 9218 order (``write_order``): a
+        non-incremental stream as far as the windows allow, incremental ones
+        round-robin, a frame each."""
+        ready = [
+            (sid, s.priority)
             for sid, s in self._streams.items()
             if s.queue or (s.closing and not s.response_done)
-        )
-        i = 0
-        while i < len(ready):
-            urgency, incremental, sid = ready[i]
-            if not incremental:
-                stream = self._streams.get(sid)
-                if stream is not None:
-                    self._flush(sid, stream)
-                i += 1
+        ]
+        for group in write_order(ready):
+            if not group.incremental:
+                for sid in group.stream_ids:
+                    stream = self._streams.get(sid)
+                    if stream is not None:
+                        self._flush(sid, stream)
                 continue
-            j = i
-            while j < len(ready) and ready[j][0] == urgency and ready[j][1]:
-                j += 1
-            group = [r[2] for r in ready[i:j]]
-            while group and self._conn.outbound_flow_control_window > 0:
-                group = [
-                    g for g in group if g in self._streams and self._flush(g, self._streams[g], 1)
-                ]
-            i = j
+            ids = list(group.stream_ids)
+            while ids and self._conn.outbound_flow_control_window > 0:
+                ids = [g for g in ids if g in self._streams and self._flush(g, self._streams[g], 1)]
 
     # -- stream endings ----------------------------------------------------
 
