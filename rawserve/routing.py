@@ -3,7 +3,7 @@ a regex and convertors, ``APIRoute.matches`` answers NONE/PARTIAL/FULL so 404
 and 405 fall out, and ``APIRouter``'s decorators only register.
 
 Everything that can be decided from the handler's signature is decided when
-the route is created (``params.get_dependant``), so a request does the
+the route is created (``dependencies.utils.get_dependant``), so a request does the
 least work: look up, bind, call, serialize.
 """
 
@@ -21,13 +21,27 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from rawserve import params as p
 from rawserve.background import BackgroundTask
+from rawserve.concurrency import run_sync
 from rawserve.core.errors import BodyTooLarge, ClientDisconnected
 from rawserve.core.priority import Priority
+from rawserve.dependencies.models import ASYNC, ASYNC_GEN, GEN, Dependant, Field
+from rawserve.dependencies.solving import SolveContext, extract_form, solve
+from rawserve.dependencies.utils import get_dependant, should_embed
 from rawserve.encoders import jsonable_encoder
 from rawserve.exceptions import HTTPException, RequestValidationError, ResponseValidationError
+from rawserve.params import DependsParam
 from rawserve.responses import JSONResponse, Response
+from rawserve.validation import (
+    is_pydantic_model,
+    lenient_issubclass,
+    needs_pydantic,
+    prefix_errors,
+    pydantic_errors,
+    pydantic_module,
+    strip_annotated,
+    type_hints,
+)
 
 __all__ = [
     "APIRoute",
@@ -259,7 +273,7 @@ def _prepare_response_content(
 ) -> Any:
     """FastAPI dumps models before validating them against the response model,
     so that a subclass's extra fields are dropped and ``exclude_unset`` holds."""
-    if p.is_pydantic_model(type(res)):
+    if is_pydantic_model(type(res)):
         return res.model_dump(
             by_alias=True,
             exclude_unset=exclude_unset,
@@ -297,7 +311,7 @@ class _ResponseModel:
     __slots__ = ("adapter", "dump_args", "exact_type", "flags", "validation_error")
 
     def __init__(self, model: Any, route_kwargs: dict[str, Any]) -> None:
-        pyd = p.pydantic_module()
+        pyd = pydantic_module()
         self.adapter = pyd.TypeAdapter(model)
         self.validation_error = pyd.ValidationError
         self.flags = {
@@ -313,7 +327,7 @@ class _ResponseModel:
         )
         # A value of exactly the model's class is already valid: skip the
         # dump-and-revalidate round trip in the common case.
-        self.exact_type = model if p.is_pydantic_model(model) else None
+        self.exact_type = model if is_pydantic_model(model) else None
 
     def validate(self, content: Any) -> Any:
         if self.exact_type is not None and type(content) is self.exact_type:
@@ -322,7 +336,7 @@ class _ResponseModel:
         try:
             return self.adapter.validate_python(prepared, from_attributes=True)
         except self.validation_error as exc:
-            errors = p.prefix_errors(p.pydantic_errors(exc), ("response",))
+            errors = prefix_errors(pydantic_errors(exc), ("response",))
             raise ResponseValidationError(errors, body=content) from None
 
     def json(self, content: Any) -> bytes:
@@ -418,31 +432,31 @@ class APIRoute:
         self.dependant = self._build_dependant()
         flat = self.dependant.flat_body()
         self.flat_body = flat
-        self.embed = p.should_embed(flat)
+        self.embed = should_embed(flat)
         self.is_form = any(f.is_form for f in flat)
         self.fast_json = self._fast_json(flat)
         d = self.dependant
-        self.is_coroutine = d.kind == p.ASYNC
+        self.is_coroutine = d.kind == ASYNC
         self._trivial = not (
             d.dependencies or d.params or d.body or d.background_name or d.response_name
         )
 
-    def _build_dependant(self) -> p.Dependant:
-        dep = p.get_dependant(self.endpoint, self.param_names) if not self.raw else None
+    def _build_dependant(self) -> Dependant:
+        dep = get_dependant(self.endpoint, self.param_names) if not self.raw else None
         if dep is None:
-            dep = p.Dependant(self.endpoint)
+            dep = Dependant(self.endpoint)
             dep.request_name = "request"
-        if dep.kind in (p.GEN, p.ASYNC_GEN):
+        if dep.kind in (GEN, ASYNC_GEN):
             raise TypeError(
                 f"{self.name}: generator handlers are not supported; return a StreamingResponse"
             )
         # Route-level dependencies run first, their values discarded.
         extra = [
-            p.get_dependant(
+            get_dependant(
                 d.dependency, self.param_names, name=None, use_cache=d.use_cache, scope=d.scope
             )
             for d in self.dependencies
-            if isinstance(d, p.DependsParam) and d.dependency is not None
+            if isinstance(d, DependsParam) and d.dependency is not None
         ]
         dep.dependencies[:0] = extra
         return dep
@@ -451,17 +465,13 @@ class APIRoute:
         explicit = not isinstance(arg, DefaultPlaceholder)
         model = arg if explicit else None
         if not explicit and not self.raw:
-            ret = p._type_hints(self.endpoint).get("return") if callable(self.endpoint) else None
+            ret = type_hints(self.endpoint).get("return") if callable(self.endpoint) else None
             # FastAPI validates against any return annotation; only one that
             # filters (a model or dataclass inside) changes the result, so only
             # those pay for validation here.
-            if (
-                ret is not None
-                and not p.lenient_issubclass(ret, Response)
-                and p.needs_pydantic(ret)
-            ):
+            if ret is not None and not lenient_issubclass(ret, Response) and needs_pydantic(ret):
                 model = ret
-        if model is None or p.pydantic_module() is None:
+        if model is None or pydantic_module() is None:
             return None
         if not body_allowed(self.status_code):
             raise ValueError(f"status code {self.status_code} must not have a response body")
@@ -474,11 +484,11 @@ class APIRoute:
             # with a Response, say) is documentation, not a contract.
             return None
 
-    def _fast_json(self, flat: list[p.Field]) -> Callable[[bytes], Any] | None:
+    def _fast_json(self, flat: list[Field]) -> Callable[[bytes], Any] | None:
         if self.embed or len(flat) != 1 or self.is_form:
             return None
-        model = p._strip_annotated(flat[0].annotation)
-        if not p.is_pydantic_model(model) or flat[0].annotation is not model:
+        model = strip_annotated(flat[0].annotation)
+        if not is_pydantic_model(model) or flat[0].annotation is not model:
             return None
         validate_json: Callable[[bytes], Any] = model.model_validate_json
         return validate_json
@@ -511,11 +521,9 @@ class APIRoute:
         """Bind, call, serialize. Raises HTTPException, RequestValidationError
         and whatever the handler raises; the app turns them into responses."""
         if self._trivial and not self.dependant.request_name:
-            raw = (
-                await self.endpoint() if self.is_coroutine else await p.run_sync(self.endpoint, {})
-            )
+            raw = await self.endpoint() if self.is_coroutine else await run_sync(self.endpoint, {})
             return self._serialize(raw, None)
-        ctx = p.SolveContext(request, overrides, self.embed)
+        ctx = SolveContext(request, overrides, self.embed)
         ctx.path_names = self.param_names
         try:
             if self.flat_body:
@@ -525,13 +533,13 @@ class APIRoute:
                 assert self.dependant.request_name is not None
                 values = {self.dependant.request_name: request}
             else:
-                values = await p.solve(self.dependant, ctx)
+                values = await solve(self.dependant, ctx)
                 if ctx.errors:
                     raise RequestValidationError(ctx.errors, body=ctx.body)
             if self.is_coroutine:
                 raw = await self.endpoint(**values)
             else:
-                raw = await p.run_sync(self.endpoint, values)
+                raw = await run_sync(self.endpoint, values)
             response = self._serialize(raw, ctx)
         except BaseException as exc:
             await _unwind(ctx, exc)
@@ -542,7 +550,7 @@ class APIRoute:
             response.background = BackgroundTask(_AfterResponse(response.background, ctx.stack))
         return response
 
-    async def _read_body(self, request: Any, ctx: p.SolveContext) -> None:
+    async def _read_body(self, request: Any, ctx: SolveContext) -> None:
         if self.is_form:
             try:
                 form = await request.form()
@@ -550,7 +558,7 @@ class APIRoute:
                 raise
             except Exception as exc:
                 raise HTTPException(400, "There was an error parsing the body") from exc
-            ctx.body = await p.extract_form(self.flat_body, form, self.embed)
+            ctx.body = await extract_form(self.flat_body, form, self.embed)
             return
         raw = await request.body()
         if not raw:
@@ -571,7 +579,7 @@ class APIRoute:
                 pass  # the slow path below reports FastAPI's exact errors
         ctx.body = _parse_json(raw)
 
-    def _serialize(self, raw: Any, ctx: p.SolveContext | None) -> Response:
+    def _serialize(self, raw: Any, ctx: SolveContext | None) -> Response:
         background = ctx.background if ctx is not None else None
         if isinstance(raw, Response):
             if raw.background is None and background is not None:
@@ -610,7 +618,7 @@ class APIRoute:
         return f"{type(self).__name__}(path={self.path!r}, name={self.name!r}, methods=[{methods}])"
 
 
-async def _unwind(ctx: p.SolveContext, exc: BaseException) -> None:
+async def _unwind(ctx: SolveContext, exc: BaseException) -> None:
     """Close yield-dependencies with the exception, so their ``except`` sees it."""
     for stack in (ctx.function_stack, ctx.stack):
         if stack is not None:

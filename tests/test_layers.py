@@ -58,12 +58,13 @@ LAYERS: dict[str, str] = {
     "encoders": L2,
     "background": L2,
     # Internals of the surface, each about one thing (FastAPI's dependencies/,
-    # starlette's convertors and formparsers).
+    # starlette's convertors, formparsers and concurrency).
     "dependencies": L2,
     "dependencies.*": L2,
     "validation": L2,
     "convertors": L2,
     "formparsers": L2,
+    "concurrency": L2,
     # Serving: the stream driver and request body are protocol-neutral (L2);
     # the socket glue, TLS and the Server are I/O.
     "serving": L2,
