@@ -18,6 +18,7 @@ import pytest
 from rawserve import __main__ as cli
 from rawserve.core.config import Config, Limits
 from rawserve.core.errors import ConfigError
+from rawserve.serving.server import resolve_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -257,7 +258,7 @@ def test_app_raising_on_import_exits_1_without_traceback(tmp_path: Path) -> None
 
 
 def test_loop_asyncio_is_always_available() -> None:
-    assert cli.resolve_loop("asyncio") == "asyncio"
+    assert resolve_loop("asyncio") == "asyncio"
 
 
 def test_loop_auto_picks_uvloop_when_importable() -> None:
@@ -267,14 +268,14 @@ def test_loop_auto_picks_uvloop_when_importable() -> None:
         expected = "asyncio"
     else:
         expected = "uvloop"
-    assert cli.resolve_loop("auto") == expected
+    assert resolve_loop("auto") == expected
 
 
 def test_loop_without_uvloop_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
-    assert cli.resolve_loop("auto") == "asyncio"
+    assert resolve_loop("auto") == "asyncio"
     with pytest.raises(ConfigError, match="uvloop is not installed"):
-        cli.resolve_loop("uvloop")
+        resolve_loop("uvloop")
 
 
 # -- certificates ------------------------------------------------------------------
@@ -315,7 +316,7 @@ def test_certs_command_rejects_unknown_flags(capsys: pytest.CaptureFixture[str])
     assert_one_line_error(capsys.readouterr().err, "--port")
 
 
-# -- the server's own errors (needs serving.server and inference.builtin_app) --
+# -- the server's own errors (needs serving.server and inference.app) ---------
 
 
 def test_port_in_use_exits_1_with_one_line(tmp_path: Path) -> None:

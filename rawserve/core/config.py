@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from rawserve.core.errors import ConfigError
+
 KiB = 1024
 MiB = 1024 * KiB
 SECONDS = 1.0
@@ -92,6 +94,10 @@ class Config:
     server_header: str = "rawserve"
     limits: Limits = field(default_factory=Limits)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+
+    def __post_init__(self) -> None:
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ConfigError("--certfile and --keyfile must be given together")
 
     def with_options(self, **options: Any) -> Config:
         """A copy with ``options`` applied; ``limit_<name>`` keys set limits."""

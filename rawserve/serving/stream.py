@@ -29,6 +29,7 @@ from rawserve.core.events import (
     ResponseEnd,
     ResponseStart,
 )
+from rawserve.core.priority import Priority
 from rawserve.requests import Request
 from rawserve.serving.body import BodyStream
 
@@ -70,6 +71,11 @@ class App(Protocol):
 class StreamDriver:
     __slots__ = ("app", "body", "config", "conn", "event", "request", "state", "stream_id", "task")
 
+    @property
+    def is_reset(self) -> bool:
+        """The peer cancelled the stream, or the connection went away."""
+        return self.state == RESET
+
     def __init__(
         self,
         conn: ConnectionHandle,
@@ -107,6 +113,13 @@ class StreamDriver:
             raise RuntimeError(f"stream {self.stream_id}: {self.state} -> {new} is not allowed")
         self.state = new
 
+    def reprioritize(self, priority: Priority) -> None:
+        """A PRIORITY_UPDATE: moves queued inference once the request exists."""
+        if self.request is not None:
+            self.request.update_priority(priority)
+        else:  # not started yet: it will begin with the new value
+            self.event.priority = priority
+
     def _on_consume(self, n: int) -> None:
         # Even for a reset stream: HTTP/2 must still return the connection-level
         # credit of bytes it received, or the connection window leaks shut.
@@ -122,7 +135,7 @@ class StreamDriver:
         """The peer cancelled the stream or the connection went away."""
         if self.state in (DONE, RESET):
             return
-        self.state = RESET
+        self._move(RESET)
         self.body.abort()
         if self.task is not None and not self.task.done():
             self.task.cancel()
@@ -162,13 +175,14 @@ class StreamDriver:
             if self.state != RESET:
                 raise
         except StreamClosedError:
-            self.state = RESET
+            if self.state != RESET:
+                self._move(RESET)
         except Exception:
             log.exception("stream %d failed", self.stream_id)
             self._abandon()
         finally:
             if self.state not in (DONE, RESET):
-                self.state = DONE
+                self._move(DONE)
             if response is not None and not background_done:
                 # Background tasks and yield-dependency cleanup run even when the
                 # client went away (as FastAPI on uvicorn does).
@@ -282,7 +296,7 @@ class StreamDriver:
                     )
                 )
                 self.conn.send(ResponseBody(self.stream_id, payload, end_stream=True))
-                self.state = DONE
+                self._move(DONE)
                 return
             except Exception:
                 log.debug("could not send 500 on stream %d", self.stream_id, exc_info=True)
@@ -293,7 +307,8 @@ class StreamDriver:
                 self.conn.send(ResetStream(self.stream_id, ResetReason.INTERNAL_ERROR))
             except Exception:
                 log.debug("could not reset stream %d", self.stream_id, exc_info=True)
-        self.state = RESET
+        if self.state not in (DONE, RESET):
+            self._move(RESET)
 
 
 def _timeout_response(timeout: float) -> Any:

@@ -1,0 +1,373 @@
+"""TCP (and TLS) connections: pick HTTP/1.1 or HTTP/2, pace reads, time out.
+
+A connection picks its protocol once: ALPN on TLS; on the cleartext port the
+HTTP/2 preface, else an HTTP/1.x request line; an HTTP/1.1 request with
+``Upgrade: h2c`` switches it to HTTP/2 with that request as stream 1. HTTP/1.1
+requests are parsed ahead (up to ``limits.max_pipelined_requests``) but
+driven one at a time, so responses leave in request order with no
+reordering buffer; reading pauses when too much is unread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, cast
+
+import orjson
+
+from rawserve.core.errors import ProtocolError
+from rawserve.core.events import IncomingEvent, RequestReceived, UpgradeRequested
+from rawserve.protocols.http1 import H1Connection
+from rawserve.protocols.http2 import H2Connection
+from rawserve.serving.connection import StreamConnection
+from rawserve.serving.stream import StreamDriver
+
+if TYPE_CHECKING:
+    from rawserve.serving.server import Server
+
+log = logging.getLogger("rawserve.serving")
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class TCPConnection(StreamConnection, asyncio.Protocol):
+    """One TCP (or TLS) connection, speaking HTTP/1.1 or HTTP/2."""
+
+    def __init__(self, server: Server, *, tls: bool) -> None:
+        super().__init__(server, tls=tls)
+        self.transport: asyncio.Transport | None = None
+        self.http2 = False
+        self._sniff = b""
+        self._sniffing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # when the connection times out
+        self._idle_timer = False
+        # HTTP/1.1: the request being answered; later ones wait in self.streams.
+        self._h1_active: StreamDriver | None = None
+        self._unacked = 0
+        self._reading_paused = False
+
+    # -- the carrier -------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _close(self) -> None:
+        if self.transport is not None and not self._closed:
+            self._closed = True
+            self._stop_timer()
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self._closed = True
+            self.transport.abort()
+
+    def acknowledge(self, stream_id: int, n: int) -> None:
+        if self.http2:
+            super().acknowledge(stream_id, n)
+        elif not self._closed:
+            # HTTP/1.1 has no window: reading resumes once the handler has read.
+            self._unacked -= n
+            self._maybe_resume_reading()
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.limits.write_buffer_bytes)
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.server_addr = (sock[0], sock[1]) if isinstance(sock, tuple) else None
+        self.server.connections.add(self)
+        alpn = None
+        if self.tls:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                alpn = ssl_object.selected_alpn_protocol()
+        if alpn == "h2":
+            self._start_h2()
+        elif self.tls:
+            self._start_h1()
+        else:
+            self._sniffing = True
+        self._arm_timer(self.limits.header_timeout_s)
+        self.server.track(self.run())
+
+    def data_received(self, data: bytes) -> None:
+        if self._idle_timer:
+            # The keep-alive wait is over: a request has begun, and its headers
+            # now have header_timeout_s to arrive (slowloris).
+            self._arm_timer(self.limits.header_timeout_s)
+        if self._sniffing:
+            self._sniff += data
+            n = min(len(self._sniff), len(H2_PREFACE))
+            if self._sniff[:n] != H2_PREFACE[:n]:
+                line_end = self._sniff.find(b"\n")
+                if line_end < 0 and len(self._sniff) < self.limits.max_header_bytes:
+                    return  # wait for the whole request line
+                if not _looks_like_http1(self._sniff[: line_end if line_end >= 0 else None]):
+                    # No HTTP/1.x version on the request line: HTTP/0.9, a broken
+                    # HTTP/2 preface, or not HTTP at all. A status line would be
+                    # misread by every one of them; closing is the only answer
+                    # all understand (RFC 9113 3.4: invalid preface -> close).
+                    self._sniffing = False
+                    self._close()
+                    return
+                self._sniffing = False
+                data, self._sniff = self._sniff, b""
+                self._start_h1()
+            elif n == len(H2_PREFACE):
+                self._sniffing = False
+                data, self._sniff = self._sniff, b""
+                self._start_h2()
+            else:
+                return
+        try:
+            events = self.adapter.receive_data(data, self.loop.time())
+        except Exception:
+            log.exception("protocol adapter failed; closing the connection")
+            self.abort()
+            return
+        self._handle_events(events)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        if self.adapter is not None and not self._closed:
+            try:
+                events = self.adapter.receive_data(b"", self.loop.time())
+            except Exception:
+                events = []
+            self._handle_events(events)
+            self._flush()
+        # EOF means the client is gone (as uvicorn and most servers read it):
+        # close, and connection_lost cancels whatever is still queued or running
+        # for it, so inference is never spent on an answer nobody will read.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        self._connection_gone()
+
+    def pause_writing(self) -> None:
+        self._writable = False
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        self._wake_writers()
+
+    # -- protocol selection --------------------------------------------------
+
+    def _start_h1(self) -> None:
+        self.adapter = H1Connection(
+            self.limits, scheme=self.scheme, server_header=self._server_header()
+        )
+        self.http2 = False
+        self.pipelined = True
+
+    def _start_h2(self) -> None:
+        self.adapter = H2Connection(
+            self.limits, scheme=self.scheme, server_header=self._server_header()
+        )
+        self.http2 = True
+        self.pipelined = False
+        self.adapter.initiate()
+        self._arm_timer(self.limits.idle_timeout_s)
+        self._flush()
+
+    def _server_header(self) -> bytes | None:
+        return self.config.server_header.encode() if self.config.server_header else None
+
+    # -- events ------------------------------------------------------------------
+
+    def _other_event(self, event: IncomingEvent) -> bool:
+        if isinstance(event, UpgradeRequested):
+            self._upgrade(event)
+            return False  # the rest of the batch is the new adapter's
+        return super()._other_event(event)
+
+    def _body_buffered(self, n: int) -> None:
+        if not self.http2:
+            self._unacked += n
+            if self._unacked > self.limits.read_buffer_bytes:
+                self._pause_reading()
+
+    def _events_handled(self) -> None:
+        if self.http2:
+            self._wake_writers()
+            if self.adapter.open_streams == 0 and not self.streams:
+                self._arm_timer(self.limits.idle_timeout_s)
+
+    def _on_request(self, event: RequestReceived) -> None:
+        self._cancel_timer()
+        super()._on_request(event)
+
+    def _admit(self, driver: StreamDriver) -> None:
+        if self.http2:
+            self._spawn(driver)
+        elif self._h1_active is None:
+            self._h1_active = driver
+            self._spawn(driver)
+        elif self.adapter.pending_requests > self.limits.max_pipelined_requests:
+            self._pause_reading()
+
+    def _stream_finished(self, driver: StreamDriver) -> None:
+        if self.http2:
+            if not self.streams and not self._closed:
+                self._arm_timer(self.limits.idle_timeout_s)
+        elif driver.is_reset:
+            # HTTP/1.1 has no way to cancel one response but closing.
+            self._response_queued(driver.stream_id)
+
+    def _response_queued(self, stream_id: int) -> None:
+        """The response of the active HTTP/1.1 request is fully queued. The
+        driver may still run background tasks, but the next pipelined request
+        can start: its response is ordered after bytes already in the adapter."""
+        active = self._h1_active
+        if active is None or self.http2 or active.stream_id != stream_id:
+            return
+        self._h1_active = None
+        # Pipelined responses share the scheduled write, which also closes
+        # the connection if the adapter says so.
+        self._schedule_flush()
+        if self._closed or self.adapter.should_close:
+            return
+        nxt = next((d for d in self.streams.values() if d is not active and d.task is None), None)
+        if nxt is not None:
+            self._h1_active = nxt
+            self._spawn(nxt)
+            self._maybe_resume_reading()
+        else:
+            self._arm_timer(self.limits.keep_alive_timeout_s, idle=True)
+
+    def _upgrade(self, event: UpgradeRequested) -> None:
+        """HTTP/1.1 ``Upgrade: h2c``: answer 101 and continue as HTTP/2."""
+        assert self.transport is not None
+        h2conn = H2Connection(self.limits, scheme=self.scheme, server_header=self._server_header())
+        try:
+            events = h2conn.initiate_upgrade(event.settings, event.request)
+        except ProtocolError as exc:
+            # The HTTP2-Settings payload is unusable: refuse the upgrade in
+            # HTTP/1.1 terms and close, as for any other malformed request.
+            body = orjson.dumps({"detail": str(exc)})
+            self.transport.write(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            self._close()
+            return
+        self.transport.write(self.adapter.accept_upgrade())
+        self.adapter = h2conn
+        self.http2 = True
+        self.pipelined = False
+        self._h1_active = None
+        self._handle_events(events)
+        if event.data:
+            self._handle_events(self.adapter.receive_data(event.data, self.loop.time()))
+        self._flush()
+
+    # -- reading -------------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self._closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        if (
+            self._reading_paused
+            and self._unacked <= self.limits.read_buffer_bytes
+            and self.adapter.pending_requests <= self.limits.max_pipelined_requests
+            and self.transport is not None
+            and not self._closed
+        ):
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    # -- timers and shutdown -------------------------------------------------
+
+    # Deadlines move on every request, timers seldom fire: moving a deadline
+    # only records it, and the one armed timer, when it fires early, re-arms
+    # itself for the current deadline. That spares a timer (heap or libuv
+    # handle) created and cancelled per request.
+
+    def _arm_timer(self, delay: float, *, idle: bool = False) -> None:
+        self._idle_timer = idle and not self.http2
+        if delay <= 0 or self._closed:
+            self._deadline = None
+            return
+        deadline = self.loop.time() + delay
+        self._deadline = deadline
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        self._idle_timer = False
+        self._deadline = None
+
+    def _stop_timer(self) -> None:
+        self._cancel_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._closed:
+            return
+        # A timer may fire a clock tick early (uvloop counts milliseconds);
+        # a millisecond early is on time, and spares re-arming in a loop.
+        if self.loop.time() < deadline - 0.001:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            return
+        self._deadline = None
+        self._on_timeout()
+
+    def _on_timeout(self) -> None:
+        if self._closed:
+            return
+        if self.streams:
+            return  # a request is in progress; the request timeout governs it
+        if self.http2:
+            self.adapter.start_shutdown()
+            self._flush()
+        self._close()
+
+    def shutdown(self) -> None:
+        """Graceful: no new requests; close once the open ones are answered."""
+        if self._closed or self._shutting_down:
+            return
+        self._shutting_down = True
+        if self.adapter is None or self._sniffing:
+            self._close()
+            return
+        self.adapter.start_shutdown()
+        self._flush()
+        if not self.streams:
+            self._close()
+
+
+def _looks_like_http1(request_line: bytes) -> bool:
+    """Whether a first request line ends in an HTTP version ("HTTP/d.d").
+
+    Any version is let through to the HTTP/1.1 adapter, which answers 505 to
+    versions it does not speak; only a line with no version at all is refused.
+    """
+    line = request_line.rstrip(b"\r")
+    return (
+        len(line) >= 10
+        and line[-9:-3] == b" HTTP/"
+        and line[-3:-2].isdigit()
+        and line[-2:-1] == b"."
+        and line[-1:].isdigit()
+    )
