@@ -1,4 +1,4 @@
-"""The adapter's fast HPACK paths (``_Decoder``, ``_Encoder``) against the hpack
+"""The adapter's fast HPACK paths (``FastDecoder``, ``FastEncoder``) against the hpack
 library they shortcut: differential tests over random, corrupt, truncated and
 oversized header blocks. Output, errors and dynamic-table state must match."""
 
@@ -11,7 +11,7 @@ import pytest
 from hpack import Decoder, Encoder
 from hpack.hpack import encode_integer
 
-from rawserve.protocols.http2 import _Decoder, _Encoder
+from rawserve.protocols.http2.hpack_codec import FastDecoder, FastEncoder
 
 NAMES = [
     b":method",
@@ -63,7 +63,7 @@ def test_fast_decoder_matches_hpack(seed: int) -> None:
     rng = random.Random(seed)
     blocks = errors = 0
     for trial in range(500):
-        enc, reference, fast = Encoder(), Decoder(), _Decoder()
+        enc, reference, fast = Encoder(), Decoder(), FastDecoder()
         if rng.random() < 0.2:
             limit = rng.choice([50, 200, 1000])
             reference.max_header_list_size = fast.max_header_list_size = limit
@@ -100,7 +100,7 @@ def test_fast_decoder_matches_hpack(seed: int) -> None:
 def test_fast_encoder_matches_hpack(seed: int) -> None:
     rng = random.Random(seed)
     for _ in range(300):
-        reference, fast = Encoder(), _Encoder()
+        reference, fast = Encoder(), FastEncoder()
         size = rng.choice([0, 100, 4096])
         reference.header_table_size = fast.header_table_size = size
         for _ in range(6):

@@ -1,50 +1,25 @@
-"""HTTP/2 server connection (RFC 9113) on h2: bytes in, rawserve events out.
+"""HTTP/2 server connection (RFC 9113): bytes in, rawserve events out.
 
-h2 does the framing, HPACK and stream state machines. This module adds what a
-server facing the open internet needs on top: the RFC 9113 rules h2 leaves to
-its user (request header validation, stream errors rather than connection
-errors where the RFC asks for them, REFUSED_STREAM, error codes h2 gets
-wrong), limits against floods (rapid reset, control frames, CONTINUATION,
-HPACK bombs), RFC 9218 priorities, and a per-stream send queue that frames
-response bodies as flow control allows.
+The adapter on top of the hardened h2 connection (``core``): it turns h2's
+events into ours (validating request heads with ``semantics``), takes
+response events and frames their bodies as flow control allows in RFC 9218
+order, hands request-body window back as the application consumes it, and
+takes over an HTTP/1.1 ``Upgrade: h2c``.
 """
 
 from __future__ import annotations
 
 import base64
 from collections import deque
-from typing import TYPE_CHECKING
 
 import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
-from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes
-from h2.stream import StreamClosedBy, StreamState
-from hpack import Decoder, Encoder
-from hpack.exceptions import HPACKDecodingError, HPACKError, OversizedHeaderListError
-from hpack.hpack import INDEX_INCREMENTAL, INDEX_NEVER
-from hpack.huffman_table import decode_huffman
-from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
-from hpack.table import HeaderTable, table_entry_size
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError
-from hyperframe.frame import (
-    ContinuationFrame,
-    DataFrame,
-    ExtensionFrame,
-    Frame,
-    GoAwayFrame,
-    HeadersFrame,
-    PingFrame,
-    PriorityFrame,
-    RstStreamFrame,
-    SettingsFrame,
-    WindowUpdateFrame,
-)
+from hyperframe.frame import ExtensionFrame, Frame, GoAwayFrame, SettingsFrame
 
 from rawserve.core.config import Limits
 from rawserve.core.errors import ConfigError, ProtocolError
@@ -72,33 +47,24 @@ from rawserve.core.priority import (
     parse_priority_field,
     urgency_from_weight,
 )
+from rawserve.protocols.http2.core import Core
+from rawserve.protocols.http2.framing import PRIORITY_UPDATE
 from rawserve.protocols.semantics import (
     CONNECTION_SPECIFIC,
     MalformedMessage,
-    RateLimit,
     check_trailers,
     parse_request_head,
     response_head,
     write_order,
 )
 
-if TYPE_CHECKING:
-    from h2._typing import Buffer
-
 __all__ = ["H2Connection"]
 
-PRIORITY_UPDATE = 0x10  # RFC 9218 section 7.1
 NO_RFC7540_PRIORITIES = 0x9  # RFC 9218 section 2.1
 MIN_FRAME_SIZE = 16_384
 MAX_FRAME_SIZE = 16_777_215
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65_535
-# Past this many HEADERS + CONTINUATION bytes (or decoded header list bytes) the
-# block is not decoded at all: an attack, not a large request.
-HARD_HEADER_FACTOR = 2
-# Frames (HEADERS and its CONTINUATIONs) in one header block. h2 has a
-# similar backlog limit but answers PROTOCOL_ERROR, not ENHANCE_YOUR_CALM.
-MAX_CONTINUATIONS = 63
 
 # RFC 9113 section 7 codes for the protocol-neutral reset reasons, and back.
 _CODE_FOR_REASON: dict[ResetReason, ErrorCodes] = {
@@ -128,436 +94,10 @@ def _reason_from_code(code: int | None) -> ResetReason:
     return _REASON_FOR_CODE.get(int(code or 0), ResetReason.CANCELLED)
 
 
-class _FrameSizeError(h2.exceptions.ProtocolError):
-    error_code = ErrorCodes.FRAME_SIZE_ERROR
-
-
-class _CompressionError(h2.exceptions.ProtocolError):
-    error_code = ErrorCodes.COMPRESSION_ERROR
-
-
-class _FrameBuffer(FrameBuffer):
-    """h2's frame splitter, with checks that must run on the frame header:
-    h2 would buffer a 16 MiB frame before refusing it, accepts any first
-    frame, and answers a SETTINGS ACK with payload with the wrong code."""
-
-    def __init__(self, max_header_block: int) -> None:
-        super().__init__(server=True)
-        self._max_block = max_header_block
-        self._block = 0
-        self._preface_settings = False
-
-    def __next__(self) -> Frame:
-        data = self._data
-        if len(data) >= 9:
-            length = (data[0] << 16) | (data[1] << 8) | data[2]
-            kind, flags = data[3], data[4]
-            if length > self.max_frame_size:
-                msg = f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE"
-                raise h2.exceptions.FrameTooLargeError(msg)
-            if not self._preface_settings:
-                # RFC 9113 section 3.4: the preface is followed by SETTINGS.
-                if kind != 0x4 or flags & 0x1:
-                    msg = "connection preface is not followed by a SETTINGS frame"
-                    raise h2.exceptions.ProtocolError(msg)
-                self._preface_settings = True
-            if kind == 0x4 and flags & 0x1 and length:
-                # RFC 9113 section 6.5
-                raise _FrameSizeError("SETTINGS frame with ACK and a payload")
-            if kind == 0x8 and length == 4 and len(data) >= 13 and not self._headers_buffer:
-                sid = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
-                if sid and not int.from_bytes(data[9:13], "big") & 0x7FFFFFFF:
-                    # A zero increment on a stream is a stream error (RFC 9113
-                    # section 6.9); hyperframe refuses to parse it at all.
-                    del data[:13]
-                    return WindowUpdateFrame(sid, window_increment=0)
-        return super().__next__()
-
-    def _update_header_buffer(self, f: Frame | None) -> Frame | None:
-        if isinstance(f, (HeadersFrame, ContinuationFrame)) and (
-            self._headers_buffer or "END_HEADERS" not in f.flags
-        ):
-            self._block += len(f.data)
-            if self._block > self._max_block:
-                msg = f"header block larger than {self._max_block} bytes"
-                raise h2.exceptions.DenialOfServiceError(msg)
-            if len(self._headers_buffer) >= MAX_CONTINUATIONS:
-                # Also counts empty frames, which the byte limit cannot see.
-                msg = f"header block of more than {MAX_CONTINUATIONS} frames"
-                raise h2.exceptions.DenialOfServiceError(msg)
-        result = super()._update_header_buffer(f)
-        if not self._headers_buffer:
-            self._block = 0
-        return result
-
-
-class _Decoder(Decoder):
-    """hpack's decoder, with the common representations decoded inline: an
-    indexed field (RFC 7541 section 6.1), and a literal value under an
-    indexed name (section 6.2) that fits one-byte lengths. A client repeating
-    its requests sends little else, and hpack spends about a microsecond on
-    each field (memoryview slices, a copy of the rest of the block, a debug
-    log call, two tuple copies). Every other representation, and every
-    error, is left to hpack's own code."""
-
-    def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:
-        if not raw:
-            return list(super().decode(data, raw))
-        data = bytes(data)  # slices below must be bytes, not views
-        static = HeaderTable.STATIC_TABLE
-        n_static = HeaderTable.STATIC_TABLE_LENGTH
-        table = self.header_table
-        dynamic = table.dynamic_entries
-        limit = self.max_header_list_size
-        mem = memoryview(data)
-        headers: list[HeaderTuple] = []
-        size = 0
-        i = 0
-        end = len(data)
-        while i < end:
-            b = data[i]
-            header: HeaderTuple | None = None
-            if b & 0x80:
-                index = b & 0x7F
-                if 0 < index <= n_static:
-                    header = HeaderTuple(*static[index - 1])
-                elif n_static < index < 0x7F and index - n_static <= len(dynamic):
-                    header = HeaderTuple(*dynamic[index - n_static - 1])
-                if header is not None:
-                    consumed = 1
-                else:  # index 0, a multi-byte index, or out of range
-                    header, consumed = self._decode_indexed(mem[i:])
-            elif (b & 0xE0) != 0x20:  # a literal field, not a table size update
-                indexing = b & 0x40
-                index = b & 0x3F if indexing else b & 0x0F
-                length = data[i + 1] & 0x7F if i + 1 < end else 0x7F
-                name = None
-                if index < (0x3F if indexing else 0x0F) and length < 0x7F and i + 2 + length <= end:
-                    if 0 < index <= n_static:
-                        name = static[index - 1][0]
-                    elif n_static < index and index - n_static <= len(dynamic):
-                        name = dynamic[index - n_static - 1][0]
-                if name is not None:
-                    value = data[i + 2 : i + 2 + length]
-                    if data[i + 1] & 0x80:
-                        value = decode_huffman(value)
-                    if b & 0x10 and not indexing:
-                        header = NeverIndexedHeaderTuple(name, value)
-                    else:
-                        header = HeaderTuple(name, value)
-                    if indexing:
-                        table.add(name, value)
-                    consumed = 2 + length
-                elif indexing:
-                    header, consumed = self._decode_literal_index(mem[i:])
-                else:
-                    header, consumed = self._decode_literal_no_index(mem[i:])
-            else:
-                if headers:
-                    raise HPACKDecodingError("Table size update not at the start of the block")
-                consumed = self._update_encoding_context(mem[i:])
-            if header is not None:
-                headers.append(header)
-                size += table_entry_size(header[0], header[1])
-                if size > limit:
-                    msg = f"A header list larger than {limit} has been received"
-                    raise OversizedHeaderListError(msg)
-            i += consumed
-        self._assert_valid_table_size()
-        # Literal names and values are bytes already (hpack copies them out
-        # of the block), so hpack's final copy of every field is skipped.
-        return headers
-
-
-# An indexed field (RFC 7541 section 6.1) with an index below 127 is one byte.
-_INDEXED = [bytes((0x80 | i,)) for i in range(127)]
-
-
-class _Encoder(Encoder):
-    """hpack's encoder without its debug log call per field, and with the
-    one-byte indexed fields that repeated response headers become made once."""
-
-    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
-        # hpack's Encoder.add, the same decisions.
-        name, value = to_add
-        table = self.header_table
-        indexbit = INDEX_NEVER if sensitive else INDEX_INCREMENTAL
-        match = table.search(name, value)
-        if match is None:
-            encoded = self._encode_literal(name, value, indexbit, huffman)
-            if not sensitive:
-                table.add(name, value)
-            return encoded
-        index, name, perfect = match
-        if perfect is not None:
-            return _INDEXED[index] if index < 127 else self._encode_indexed(index)
-        encoded = self._encode_indexed_literal(index, value, indexbit, huffman)
-        if not sensitive:
-            table.add(name, value)
-        return encoded
-
-
-def _stream_reset(stream_id: int, error_code: int) -> h2.events.StreamReset:
-    event = h2.events.StreamReset(stream_id=stream_id, error_code=error_code)
-    event.remote_reset = False
-    return event
-
-
-class _Core(h2.connection.H2Connection):
-    """h2's connection plus the frame-level rules and limits it leaves out."""
-
-    def __init__(self, config: h2.config.H2Configuration, limits: Limits) -> None:
-        super().__init__(config=config)
-        hard_cap = HARD_HEADER_FACTOR * limits.max_header_bytes + 4096
-        self.incoming_buffer = _FrameBuffer(hard_cap)
-        self.decoder = _Decoder()
-        self.encoder = _Encoder()
-        self.decoder.max_header_list_size = hard_cap
-        self.now = 0.0
-        self.max_streams = limits.max_concurrent_streams
-        self.refuse_new = False  # after our GOAWAY
-        self.control = RateLimit(limits.max_control_frames_per_s)
-        self.resets = RateLimit(limits.max_resets_per_s)
-        # Each DATA frame we send earns the peer two WINDOW_UPDATEs (stream and
-        # connection) that do not count as control frames: they are progress.
-        self.window_credit = 0
-        self._purge_at = 0
-
-    @property
-    def open_inbound_streams(self) -> int:
-        # h2 counts open streams, purging closed ones as it goes, by walking
-        # every stream for each new one: O(open streams) per request. The
-        # dict's size is an upper bound of the count, so below the limit the
-        # walk is needed only now and then, to purge (bounding the dict at
-        # about twice its live streams).
-        n = len(self.streams)
-        if n < self.local_settings.max_concurrent_streams and n < self._purge_at:
-            return n
-        count = super().open_inbound_streams
-        self._purge_at = 2 * len(self.streams) + 32
-        return count
-
-    def receive_data(self, data: Buffer) -> list[h2.events.Event]:
-        try:
-            return super().receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            # A bad preface fails before h2 writes its GOAWAY.
-            if self.state_machine.state != ConnectionState.CLOSED:
-                self._terminate_connection(exc.error_code)
-            raise
-
-    def _count_control(self, what: str) -> None:
-        if self.control.exceeded(self.now):
-            raise h2.exceptions.DenialOfServiceError(f"too many {what} frames per second")
-
-    def _count_reset(self) -> None:
-        if self.resets.exceeded(self.now):
-            raise h2.exceptions.DenialOfServiceError("too many streams reset per second")
-
-    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
-        kind = type(frame)
-        if kind is DataFrame:
-            assert isinstance(frame, DataFrame)
-            if not frame.data and "END_STREAM" not in frame.flags:
-                self._count_control("empty DATA")
-        elif kind is HeadersFrame:
-            assert isinstance(frame, HeadersFrame)
-            if "PRIORITY" in frame.flags and frame.depends_on == frame.stream_id:
-                return self._self_dependent_headers(frame)
-        elif kind is RstStreamFrame:
-            self._count_reset()
-        elif kind is PriorityFrame:
-            assert isinstance(frame, PriorityFrame)
-            self._count_control("PRIORITY")
-            if frame.depends_on == frame.stream_id:
-                return self._self_dependent_priority(frame)
-        elif kind is WindowUpdateFrame:
-            assert isinstance(frame, WindowUpdateFrame)
-            if not frame.window_increment:
-                return self._zero_window_increment(frame.stream_id)
-            if self.window_credit > 0:
-                self.window_credit -= 1
-            else:
-                self._count_control("WINDOW_UPDATE")
-        elif kind is GoAwayFrame:
-            assert isinstance(frame, GoAwayFrame)
-            return [self._peer_goaway(frame)]
-        elif kind is ExtensionFrame:
-            assert isinstance(frame, ExtensionFrame)
-            self._count_control("unknown")
-            if frame.type == PRIORITY_UPDATE:
-                _check_priority_update(frame)
-        elif kind is PingFrame or kind is SettingsFrame:
-            self._count_control("PING/SETTINGS")
-        try:
-            return self._dispatch_frame(frame)
-        except h2.exceptions.InvalidBodyLengthError:
-            # RFC 9113 section 8.1.1: content-length mismatch is malformed, a
-            # stream error. h2 raises it after counting the DATA against both
-            # windows and before ending the stream.
-            assert isinstance(frame, DataFrame)
-            sid = frame.stream_id
-            self._count_reset()
-            self.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
-            self.acknowledge_received_data(frame.flow_controlled_length, sid)
-            return [_stream_reset(sid, ErrorCodes.PROTOCOL_ERROR)]
-
-    def _dispatch_frame(self, frame: Frame) -> list[h2.events.Event]:
-        """h2's ``_receive_frame`` minus its first line, which formats
-        ``repr(frame)`` for a no-op trace log: a few percent of the CPU of a
-        small request."""
-        events: list[h2.events.Event]
-        try:
-            frames, events = self._frame_dispatch_table[frame.__class__](frame)
-        except h2.exceptions.StreamClosedError as e:
-            # Closed by RST_STREAM: a stream error, answered with RST_STREAM;
-            # otherwise a connection error.
-            if not self._stream_is_closed_by_reset(e.stream_id):
-                raise
-            rst = RstStreamFrame(e.stream_id)
-            rst.error_code = e.error_code
-            self._prepare_for_sending([rst])
-            events = e._events
-        except h2.exceptions.StreamIDTooLowError as e:
-            # A stream that was closed and forgotten: a stream error if it was
-            # reset, a connection error otherwise (STREAM_CLOSED after
-            # END_STREAM, PROTOCOL_ERROR if closed implicitly).
-            if self._stream_is_closed_by_reset(e.stream_id):
-                rst = RstStreamFrame(e.stream_id)
-                rst.error_code = ErrorCodes.STREAM_CLOSED
-                self._prepare_for_sending([rst])
-                events = []
-            elif self._stream_is_closed_by_end(e.stream_id):
-                raise h2.exceptions.StreamClosedError(e.stream_id) from e
-            else:
-                raise
-        else:
-            self._prepare_for_sending(frames)
-        return events
-
-    def _peer_goaway(self, frame: GoAwayFrame) -> h2.events.ConnectionTerminated:
-        # h2 would close its state machine and drop queued output; the streams
-        # below the peer's last stream id may still complete, so keep going.
-        event = h2.events.ConnectionTerminated()
-        event.error_code = frame.error_code
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return event
-
-    def _self_dependent_headers(self, frame: HeadersFrame) -> list[h2.events.Event]:
-        # RFC 9113 section 5.3.1 asks for a stream error; h2 makes it a
-        # connection error. Process the block without the priority (HPACK must
-        # stay in sync), then reset the stream.
-        frame.flags.discard("PRIORITY")
-        events = super()._receive_frame(frame)
-        sid = frame.stream_id
-        if sid in self.streams and not self.streams[sid].closed:
-            self._count_reset()
-            self.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
-        kept = [e for e in events if getattr(e, "stream_id", None) != sid]
-        return [*kept, _stream_reset(sid, ErrorCodes.PROTOCOL_ERROR)]
-
-    def _zero_window_increment(self, sid: int) -> list[h2.events.Event]:
-        self._count_control("WINDOW_UPDATE")
-        stream = self.streams.get(sid)
-        if stream is not None and not stream.closed:
-            self.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
-            return [_stream_reset(sid, ErrorCodes.PROTOCOL_ERROR)]
-        if sid > self.highest_inbound_stream_id:
-            raise h2.exceptions.ProtocolError(f"WINDOW_UPDATE on idle stream {sid}")
-        return []
-
-    def _self_dependent_priority(self, frame: PriorityFrame) -> list[h2.events.Event]:
-        sid = frame.stream_id
-        stream = self.streams.get(sid)
-        if stream is not None and not stream.closed:
-            self._count_reset()
-            self.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
-            return [_stream_reset(sid, ErrorCodes.PROTOCOL_ERROR)]
-        if sid > self.highest_inbound_stream_id:
-            # RST_STREAM must not be sent on an idle stream (RFC 9113 section
-            # 6.4), so the stream error can only be a connection error here.
-            msg = f"PRIORITY frame makes idle stream {sid} depend on itself"
-            raise h2.exceptions.ProtocolError(msg)
-        rst = RstStreamFrame(sid)
-        rst.error_code = ErrorCodes.PROTOCOL_ERROR
-        self._prepare_for_sending([rst])
-        return []
-
-    def _receive_headers_frame(
-        self, frame: HeadersFrame
-    ) -> tuple[list[Frame], list[h2.events.Event]]:
-        sid = frame.stream_id
-        try:
-            if (
-                sid not in self.streams
-                and sid > self.highest_inbound_stream_id
-                and sid % 2 == 1
-                and (
-                    self.refuse_new
-                    # len(streams) first: open_inbound_streams walks them all.
-                    or (
-                        len(self.streams) >= self.max_streams
-                        and self.open_inbound_streams >= self.max_streams
-                    )
-                )
-            ):
-                return self._refuse_stream(frame)
-            stream = self.streams.get(sid)
-            if (
-                stream is not None
-                and "END_STREAM" not in frame.flags
-                and stream.state_machine.state == StreamState.OPEN
-            ):
-                return self._unended_trailers(frame)
-            return super()._receive_headers_frame(frame)
-        except h2.exceptions.DenialOfServiceError:
-            raise
-        except h2.exceptions.ProtocolError as exc:
-            if isinstance(exc.__cause__, (HPACKError, IndexError, TypeError, UnicodeDecodeError)):
-                if isinstance(exc.__cause__, OversizedHeaderListError):
-                    raise
-                # RFC 9113 section 4.3: a field block decoding error is a
-                # COMPRESSION_ERROR; h2 says PROTOCOL_ERROR.
-                raise _CompressionError(str(exc)) from exc
-            raise
-
-    def _unended_trailers(self, frame: HeadersFrame) -> tuple[list[Frame], list[h2.events.Event]]:
-        # Trailers without END_STREAM make the request malformed (RFC 9113
-        # section 8.1): a stream error, where h2 closes the connection.
-        h2.connection._decode_headers(self.decoder, frame.data)
-        self._count_reset()
-        self.reset_stream(frame.stream_id, ErrorCodes.PROTOCOL_ERROR)
-        return [], [_stream_reset(frame.stream_id, ErrorCodes.PROTOCOL_ERROR)]
-
-    def _refuse_stream(self, frame: HeadersFrame) -> tuple[list[Frame], list[h2.events.Event]]:
-        # h2 answers one stream too many with a connection error and without
-        # decoding the block. Decode it (HPACK state is connection-wide), then
-        # refuse only this stream so the client can retry it.
-        sid = frame.stream_id
-        h2.connection._decode_headers(self.decoder, frame.data)
-        self._count_reset()
-        self.highest_inbound_stream_id = sid
-        self._closed_streams[sid] = StreamClosedBy.SEND_RST_STREAM
-        rst = RstStreamFrame(sid)
-        rst.error_code = ErrorCodes.REFUSED_STREAM
-        return [rst], []
-
-
 def _describe(exc: Exception) -> str:
     text = str(exc)
     # Some h2 errors carry only numbers (StreamIDTooLowError: "3").
     return text if any(c.isalpha() for c in text) else f"{type(exc).__name__}({text})"
-
-
-def _check_priority_update(frame: ExtensionFrame) -> None:
-    # RFC 9218 section 7.1
-    if frame.stream_id != 0:
-        raise h2.exceptions.ProtocolError("PRIORITY_UPDATE frame on a stream other than 0")
-    if len(frame.body) < 4:
-        raise _FrameSizeError("PRIORITY_UPDATE frame shorter than 4 bytes")
-    if int.from_bytes(frame.body[:4], "big") & 0x7FFFFFFF == 0:
-        raise h2.exceptions.ProtocolError("PRIORITY_UPDATE for stream 0")
 
 
 class _Stream:
@@ -617,7 +157,7 @@ class H2Connection:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self._conn = _Core(config, limits)
+        self._conn = Core(config, limits)
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={

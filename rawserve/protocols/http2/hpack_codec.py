@@ -1,0 +1,118 @@
+"""HPACK (RFC 7541) with fast paths for the representations repeated requests
+and responses consist of; everything else is hpack's own code, and
+tests/test_http2_hpack.py checks the two agree."""
+
+from __future__ import annotations
+
+import hpack
+from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
+from hpack.hpack import INDEX_INCREMENTAL, INDEX_NEVER
+from hpack.huffman_table import decode_huffman
+from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
+from hpack.table import HeaderTable, table_entry_size
+
+
+class FastDecoder(hpack.Decoder):
+    """hpack's decoder, with the common representations decoded inline: an
+    indexed field (RFC 7541 section 6.1), and a literal value under an
+    indexed name (section 6.2) that fits one-byte lengths. A client repeating
+    its requests sends little else, and hpack spends about a microsecond on
+    each field (memoryview slices, a copy of the rest of the block, a debug
+    log call, two tuple copies). Every other representation, and every
+    error, is left to hpack's own code."""
+
+    def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:
+        if not raw:
+            return list(super().decode(data, raw))
+        data = bytes(data)  # slices below must be bytes, not views
+        static = HeaderTable.STATIC_TABLE
+        n_static = HeaderTable.STATIC_TABLE_LENGTH
+        table = self.header_table
+        dynamic = table.dynamic_entries
+        limit = self.max_header_list_size
+        mem = memoryview(data)
+        headers: list[HeaderTuple] = []
+        size = 0
+        i = 0
+        end = len(data)
+        while i < end:
+            b = data[i]
+            header: HeaderTuple | None = None
+            if b & 0x80:
+                index = b & 0x7F
+                if 0 < index <= n_static:
+                    header = HeaderTuple(*static[index - 1])
+                elif n_static < index < 0x7F and index - n_static <= len(dynamic):
+                    header = HeaderTuple(*dynamic[index - n_static - 1])
+                if header is not None:
+                    consumed = 1
+                else:  # index 0, a multi-byte index, or out of range
+                    header, consumed = self._decode_indexed(mem[i:])
+            elif (b & 0xE0) != 0x20:  # a literal field, not a table size update
+                indexing = b & 0x40
+                index = b & 0x3F if indexing else b & 0x0F
+                length = data[i + 1] & 0x7F if i + 1 < end else 0x7F
+                name = None
+                if index < (0x3F if indexing else 0x0F) and length < 0x7F and i + 2 + length <= end:
+                    if 0 < index <= n_static:
+                        name = static[index - 1][0]
+                    elif n_static < index and index - n_static <= len(dynamic):
+                        name = dynamic[index - n_static - 1][0]
+                if name is not None:
+                    value = data[i + 2 : i + 2 + length]
+                    if data[i + 1] & 0x80:
+                        value = decode_huffman(value)
+                    if b & 0x10 and not indexing:
+                        header = NeverIndexedHeaderTuple(name, value)
+                    else:
+                        header = HeaderTuple(name, value)
+                    if indexing:
+                        table.add(name, value)
+                    consumed = 2 + length
+                elif indexing:
+                    header, consumed = self._decode_literal_index(mem[i:])
+                else:
+                    header, consumed = self._decode_literal_no_index(mem[i:])
+            else:
+                if headers:
+                    raise HPACKDecodingError("Table size update not at the start of the block")
+                consumed = self._update_encoding_context(mem[i:])
+            if header is not None:
+                headers.append(header)
+                size += table_entry_size(header[0], header[1])
+                if size > limit:
+                    msg = f"A header list larger than {limit} has been received"
+                    raise OversizedHeaderListError(msg)
+            i += consumed
+        self._assert_valid_table_size()
+        # Literal names and values are bytes already (hpack copies them out
+        # of the block), so hpack's final copy of every field is skipped.
+        return headers
+
+
+# An indexed field (RFC 7541 section 6.1) with an index below 127 is one byte.
+_INDEXED = [bytes((0x80 | i,)) for i in range(127)]
+
+
+class FastEncoder(hpack.Encoder):
+    """hpack's encoder without its debug log call per field, and with the
+    one-byte indexed fields that repeated response headers become made once."""
+
+    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
+        # hpack's Encoder.add, the same decisions.
+        name, value = to_add
+        table = self.header_table
+        indexbit = INDEX_NEVER if sensitive else INDEX_INCREMENTAL
+        match = table.search(name, value)
+        if match is None:
+            encoded = self._encode_literal(name, value, indexbit, huffman)
+            if not sensitive:
+                table.add(name, value)
+            return encoded
+        index, name, perfect = match
+        if perfect is not None:
+            return _INDEXED[index] if index < 127 else self._encode_indexed(index)
+        encoded = self._encode_indexed_literal(index, value, indexbit, huffman)
+        if not sensitive:
+            table.add(name, value)
+        return encoded
