@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -49,8 +48,6 @@ __all__ = [
     "compile_path",
 ]
 
-log = logging.getLogger("rawserve.applications")
-
 T = TypeVar("T")
 DecoratedCallable = TypeVar("DecoratedCallable", bound=Callable[..., Any])
 
@@ -79,10 +76,6 @@ class DefaultPlaceholder(Generic[T]):
         return hash(self.value)
 
 
-def Default(value: T) -> Any:
-    return DefaultPlaceholder(value)
-
-
 DEFAULT_JSON: Any = DefaultPlaceholder(JSONResponse)
 DEFAULT_TRUE: Any = DefaultPlaceholder(True)
 DEFAULT_NONE: Any = DefaultPlaceholder(None)
@@ -100,7 +93,6 @@ def _value_or_default(*candidates: Any) -> Any:
 # -- one route -------------------------------------------------------------------
 
 _NO_BODY_STATUS = frozenset({204, 205, 304})
-_HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE")
 
 
 def body_allowed(status: int | None) -> bool:
@@ -301,7 +293,6 @@ class APIRoute:
         self.status_code = int(status_code) if status_code is not None else None
         self.priority = _to_priority(priority)
         self.dependencies = list(dependencies or [])
-        self.response_class_arg = response_class
         self.response_class: type[Response] = _value_or_default(response_class)
         self.default_json = isinstance(response_class, DefaultPlaceholder) and (
             self.response_class is JSONResponse
