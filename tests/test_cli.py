@@ -94,6 +94,18 @@ def test_quic_port_defaults_to_the_tls_port() -> None:
     assert parse("--port", "9443").quic_port is None
 
 
+async def test_a_quic_port_is_not_claimed_while_http3_is_missing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # HTTP/3 is not implemented: asking for it must say so, not pretend.
+    from rawserve import RawServe
+    from rawserve.serving.server import Server
+
+    async with Server(RawServe(), Config(http_port=0, port=-1, quic_port=9444)) as server:
+        assert server.urls() == [f"http://127.0.0.1:{server.http_port}  (HTTP/1.1, h2c)"]
+    assert "HTTP/3 is not implemented yet: nothing listens on UDP port 9444" in caplog.text
+
+
 def test_access_log_can_be_switched_off() -> None:
     assert parse("--access-log", "--no-access-log").access_log is False
 

@@ -83,7 +83,8 @@ class Config:
     host: str = "127.0.0.1"
     http_port: int = 8000  # cleartext HTTP/1.1 + h2c; -1 disables
     port: int = 8443  # TLS HTTP/1.1 + h2; -1 disables
-    quic_port: int | None = None  # None: same as port; 0 disables HTTP/3
+    # Reserved for HTTP/3 (not implemented yet: nothing listens on UDP).
+    quic_port: int | None = None
     certfile: str | None = None
     keyfile: str | None = None
     certs_dir: Path = field(default_factory=lambda: Path("certs"))

@@ -83,6 +83,10 @@ class Server:
         ssl_context: ssl.SSLContext | None = None
         if cfg.port >= 0:
             ssl_context = self._ssl_context()
+        if cfg.quic_port:
+            log.warning(
+                "HTTP/3 is not implemented yet: nothing listens on UDP port %d", cfg.quic_port
+            )
         startup = getattr(self.app, "startup", None)
         if startup is not None:
             await startup()
