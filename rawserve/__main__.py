@@ -25,7 +25,7 @@ from rawserve.core.config import Config, Limits
 from rawserve.core.errors import ConfigError
 
 PROG = "rawserve"
-DEFAULT_APP = "rawserve.inference.builtin_app:app"
+DEFAULT_APP = "rawserve.inference.app:app"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOOPS = ("auto", "asyncio", "uvloop")
@@ -372,7 +372,7 @@ def _serve_command(args: list[str]) -> int:
     if namespace.app:
         app = load_app(namespace.app)
     else:
-        from rawserve.inference.builtin_app import create_app
+        from rawserve.inference.app import create_app
 
         app = create_app(config.inference, graceful_timeout_s=config.graceful_timeout_s)
     from rawserve.serving.server import run

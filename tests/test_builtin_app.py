@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rawserve.core.config import InferenceSettings
-from rawserve.inference.builtin_app import create_app
+from rawserve.inference.app import create_app
 from rawserve.inference.model import Model, bundled_metadata, load_bundled
 from tests.conftest import RunningServer, run_server
 from tests.test_server_http2 import RawH2

@@ -43,7 +43,6 @@ LAYERS: dict[str, str] = {
     "inference.engine": L2,
     "inference.metrics": L2,
     # The built-in app is an app like a user's: it may not touch sockets.
-    "inference.builtin_app": L2,
     "inference.app": L2,
     "inference.app.*": L2,
     # The app surface: the modules FastAPI users import from.

@@ -1,0 +1,128 @@
+"""The built-in app's application object: a RawServe app that owns an Engine.
+
+Models load at startup and warm up while the server already listens
+(``/readyz`` says 503 until warm-up ends); on shutdown queued work either
+finishes or gets a 503. A middleware counts and times every response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from rawserve.applications import RawServe
+from rawserve.core.config import InferenceSettings
+from rawserve.inference.engine import Engine, EngineConfig
+from rawserve.inference.metrics import Registry
+from rawserve.inference.model import Model, ModelSpec, load_bundled
+from rawserve.requests import Request
+from rawserve.responses import Response
+
+log = logging.getLogger("rawserve.inference")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class InferenceApp(RawServe):
+    """A RawServe app that owns an Engine: models load and warm up at startup,
+    and on shutdown queued work either finishes or gets a 503."""
+
+    def __init__(
+        self,
+        settings: InferenceSettings | None = None,
+        *,
+        models: Mapping[str, Model] | None = None,
+        graceful_timeout_s: float = 10.0,
+    ) -> None:
+        super().__init__(title="rawserve")
+        self.settings = settings or InferenceSettings()
+        self.metrics = Registry()
+        s = self.settings
+        self.engine = Engine(
+            EngineConfig(
+                max_batch_size=s.max_batch_size,
+                max_batch_delay_s=s.max_batch_delay_ms / 1000,
+                queue_limit=s.queue_limit,
+                queue_timeout_s=s.queue_timeout_ms / 1000,
+                priority_weights=s.priority_weights,
+                priority_mode=s.priority_mode,
+                model_workers=s.model_workers,
+            ),
+            self.metrics,
+        )
+        self._given_models = dict(models) if models else None
+        self.graceful_timeout_s = graceful_timeout_s
+        self.default_model: str | None = None
+        self._warming: asyncio.Task[None] | None = None
+        self.m_requests = self.metrics.counter(
+            "rawserve_requests_total", "Requests answered", ["protocol", "route", "status"]
+        )
+        self.m_latency = self.metrics.histogram(
+            "rawserve_request_seconds",
+            "Time from request to response start",
+            ["protocol", "route"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.m_validation = self.metrics.counter(
+            "rawserve_validation_errors_total", "Requests refused before queueing", ["model"]
+        )
+        self.router.on_startup.append(self._load_models)
+        self.middleware("http")(self._observe)
+
+    async def _load_models(self) -> None:
+        s = self.settings
+        models = self._given_models
+        if models is None:
+            specs = [ModelSpec.parse(entry) for entry in s.models] or [load_bundled()]
+            loaded = await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        Model,
+                        spec,
+                        intra_op_threads=s.intra_op_threads,
+                        allow_spinning=s.allow_spinning,
+                    )
+                    for spec in specs
+                )
+            )
+            models = {m.name: m for m in loaded}
+        for name, model in models.items():
+            self.engine.add_model(name, model)
+        self.default_model = next(iter(models))
+        # Listen while warming up: /healthz answers, /readyz says 503 until the
+        # warm-up (one run per batch size) is over.
+        await self.engine.start(warm=False)
+        self._warming = asyncio.get_running_loop().create_task(self._warm(list(models)))
+
+    async def _warm(self, names: list[str]) -> None:
+        try:
+            await self.engine.warm()
+        except Exception:
+            log.exception("warm-up failed; the server stays not ready")
+            return
+        log.info("models ready: %s", ", ".join(names))
+
+    async def drain(self, timeout_s: float) -> None:
+        """Called by the server when shutdown begins: refuse new inferences,
+        let queued ones finish within ``timeout_s``, then answer the rest 503."""
+        await self.engine.stop(timeout_s)
+
+    async def shutdown(self) -> None:
+        warming = self._warming
+        if warming is not None and not warming.done():
+            warming.cancel()
+            await asyncio.gather(warming, return_exceptions=True)
+        await self.engine.stop(0)
+        await super().shutdown()
+
+    async def _observe(self, request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.route.path if request.route is not None else "unmatched"
+        proto = request.http_version
+        self.m_requests.labels(proto, route, str(response.status_code)).inc()
+        self.m_latency.labels(proto, route).observe(time.perf_counter() - started)
+        return response

@@ -1,0 +1,138 @@
+"""``POST /predict``: the default model, FastAPI style. JSON ``{"inputs": [...]}``
+(one row or a list of rows) or an uploaded ``.npy`` file in; ``{"prediction",
+"confidence", "model"}`` out (``"predictions"`` for rows). Errors are
+``{"detail": ...}``, 422 for a bad tensor."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rawserve.core.errors import ClientDisconnected
+from rawserve.inference.app.application import InferenceApp
+from rawserve.inference.app.errors import BadInput, detail_error, error_response
+from rawserve.inference.app.submit import deadline_s, submit, timing_headers
+from rawserve.inference.model import bundled_metadata
+from rawserve.requests import Request
+from rawserve.responses import JSONResponse, Response
+from rawserve.routing import APIRouter
+
+router = APIRouter()
+
+
+@router.post("/predict")
+async def predict(request: Request) -> Response:
+    app: InferenceApp = request.app
+    engine = app.engine
+    name = app.default_model
+    if name is None or not engine.ready:
+        return detail_error("models are still loading", 503, {"retry-after": "1"})
+    model = engine.model(name)
+    try:
+        rows, batched = await _predict_input(request)
+        arrays = {model.inputs[0].name: rows}
+        result = await submit(
+            app,
+            request,
+            name,
+            arrays,
+            urgency=None,
+            timeout_s=deadline_s(request, None),
+            outputs=None,
+        )
+    except (ClientDisconnected, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        response = error_response(exc, as_v2=False)
+        if response is None:
+            raise
+        return response
+    answers = _classify(result.outputs, _labels(name))
+    body: dict[str, Any]
+    if len(answers) == 1 and not batched:
+        body = {**answers[0], "model": name}
+    else:
+        body = {"predictions": answers, "model": name}
+    return JSONResponse(body, headers=timing_headers(result))
+
+
+async def _predict_input(request: Request) -> tuple[np.ndarray, bool]:
+    """``{"inputs": [...]}`` (one row, or a list of rows), or an uploaded
+    ``.npy`` file in a multipart form field named ``file``; and whether rows
+    were sent (the answer is then a list too)."""
+    content_type = (request.headers.get("content-type") or "").lower()
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise BadInput("expected an uploaded .npy file in the form field 'file'")
+        data = await upload.read()
+        try:
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:
+            raise BadInput(f"'file' is not a .npy array: {exc}") from None
+    else:
+        try:
+            payload = await request.json()
+        except ValueError as exc:
+            raise BadInput(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict) or "inputs" not in payload:
+            raise BadInput('expected a JSON object {"inputs": [...]}')
+        try:
+            array = np.asarray(payload["inputs"], dtype=np.float64)
+        except (ValueError, TypeError):
+            raise BadInput("'inputs' must be a list of numbers or a list of rows") from None
+    batched = array.ndim == 2
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    if array.ndim != 2:
+        raise BadInput(f"'inputs' must be one row or a list of rows, got {array.ndim} dimensions")
+    if array.dtype.kind not in "iuf":
+        raise BadInput(f"'inputs' must be numbers, got {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.float32), batched
+
+
+@functools.lru_cache(maxsize=64)
+def _labels(model: str) -> tuple[str, ...] | None:
+    """The bundled model's class labels, read once (not per request)."""
+    if model != "digits":
+        return None
+    try:
+        labels = bundled_metadata("digits").get("labels")
+    except Exception:
+        return None
+    return tuple(labels) if labels else None
+
+
+def _classify(
+    outputs: Mapping[str, np.ndarray], labels: tuple[str, ...] | None
+) -> list[dict[str, Any]]:
+    """(prediction, confidence) per row, from a classifier's outputs: a
+    ``probabilities``-like 2-D output (softmaxed when it is not one already),
+    and a ``label`` output when the model has it."""
+    probs = None
+    for value in outputs.values():
+        if value.ndim == 2 and value.dtype.kind == "f":
+            probs = value.astype(np.float64)
+            break
+    if probs is None:
+        first = next(iter(outputs.values()))
+        return [{"prediction": v.item() if hasattr(v, "item") else v} for v in first]
+    # Probabilities already (non-negative rows summing to 1)? Else softmax.
+    if probs.min() < 0 or float(np.abs(probs.sum(axis=1) - 1.0).max()) > 1e-3:
+        shifted = np.exp(probs - probs.max(axis=1, keepdims=True))
+        probs = shifted / shifted.sum(axis=1, keepdims=True)
+    best = probs.argmax(axis=1)
+    answers = []
+    for i, k in enumerate(best):
+        label: Any = int(k)
+        if labels is not None and k < len(labels):
+            text = labels[k]
+            label = int(text) if text.isdigit() else text
+        answers.append({"prediction": label, "confidence": round(float(probs[i, k]), 6)})
+    return answers

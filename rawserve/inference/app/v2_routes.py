@@ -1,0 +1,158 @@
+"""The Open Inference Protocol (KServe V2) REST endpoints: server and model
+health and metadata, and inference with JSON tensors or Triton's binary
+tensor extension. Every path exists with and without ``/versions/{version}``.
+Errors are ``{"error": "..."}`` (the codec is ``rawserve.inference.v2``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rawserve.core.errors import ClientDisconnected
+from rawserve.inference import v2
+from rawserve.inference.app.application import InferenceApp
+from rawserve.inference.app.errors import error_response, v2_error
+from rawserve.inference.app.submit import deadline_s, submit, timing_headers
+from rawserve.inference.engine import ModelNotFound
+from rawserve.inference.model import Model
+from rawserve.requests import Request
+from rawserve.responses import JSONResponse, Response
+from rawserve.routing import APIRouter
+
+VERSION = "0.1.0"
+
+router = APIRouter()
+
+
+@router.get("/v2")
+async def v2_server() -> dict[str, Any]:
+    return {"name": "rawserve", "version": VERSION, "extensions": ["binary_tensor_data"]}
+
+
+@router.get("/v2/health/live")
+async def v2_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/v2/health/ready")
+async def v2_ready(request: Request) -> Response:
+    app: InferenceApp = request.app
+    ready = app.engine.ready
+    return JSONResponse({"ready": ready}, 200 if ready else 503)
+
+
+@router.get("/v2/models/{name}")
+async def v2_metadata(request: Request, name: str) -> Response:
+    return _metadata(request.app, name, None)
+
+
+@router.get("/v2/models/{name}/versions/{version}")
+async def v2_metadata_version(request: Request, name: str, version: str) -> Response:
+    return _metadata(request.app, name, version)
+
+
+@router.get("/v2/models/{name}/ready")
+async def v2_model_ready(request: Request, name: str) -> Response:
+    return _model_ready(request.app, name, None)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready")
+async def v2_model_ready_version(request: Request, name: str, version: str) -> Response:
+    return _model_ready(request.app, name, version)
+
+
+@router.post("/v2/models/{name}/infer")
+async def v2_infer(request: Request, name: str) -> Response:
+    return await _infer(request, name, None)
+
+
+@router.post("/v2/models/{name}/versions/{version}/infer")
+async def v2_infer_version(request: Request, name: str, version: str) -> Response:
+    return await _infer(request, name, version)
+
+
+def _lookup(app: InferenceApp, name: str, version: str | None) -> Model | Response:
+    """The model served as ``name`` (at ``version``, if given), or the 404."""
+    try:
+        model: Model = app.engine.model(name)
+    except ModelNotFound as exc:
+        return v2_error(str(exc), 404)
+    if version is not None and version != model.version:
+        return v2_error(
+            f"model '{name}' has no version '{version}' (served: '{model.version}')", 404
+        )
+    return model
+
+
+def _metadata(app: InferenceApp, name: str, version: str | None) -> Response:
+    found = _lookup(app, name, version)
+    if isinstance(found, Response):
+        return found
+    return JSONResponse(found.metadata())
+
+
+def _model_ready(app: InferenceApp, name: str, version: str | None) -> Response:
+    found = _lookup(app, name, version)
+    if isinstance(found, Response):
+        return found
+    ready = app.engine.ready
+    return JSONResponse({"name": name, "ready": ready}, 200 if ready else 503)
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    app: InferenceApp = request.app
+    found = _lookup(app, name, version)
+    if isinstance(found, Response):
+        return found
+    model = found
+    try:
+        body = await request.body()
+        req = v2.decode_request(
+            body,
+            request.headers.get("content-type"),
+            v2.parse_header_length(request.headers.get(v2.HEADER_LENGTH_HEADER)),
+            max_elements=app.settings.max_request_elements,
+        )
+        if req.raw_input is not None:
+            if len(model.inputs) != 1:
+                raise v2.V2Error(
+                    "a raw binary request (Inference-Header-Content-Length: 0) needs a "
+                    f"model with one input; '{name}' has {len(model.inputs)}"
+                )
+            spec = model.inputs[0]
+            # Triton treats a raw request as a batch of one.
+            shape = [1, *spec.v2_shape()[1:]]
+            req = v2.bind_raw_input(req, spec.name, spec.datatype, shape)
+        _check_datatypes(model, req)
+        result = await submit(
+            app,
+            request,
+            name,
+            req.arrays(),
+            urgency=v2.request_priority(req),
+            timeout_s=deadline_s(request, v2.request_timeout_s(req)),
+            outputs=req.output_names,
+        )
+        payload, headers = v2.encode_response_for(req, name, result.version, result.outputs)
+    except (ClientDisconnected, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        response = error_response(exc, as_v2=True)
+        if response is None:
+            raise
+        return response
+    headers.update(timing_headers(result))
+    return Response(payload, 200, headers)
+
+
+def _check_datatypes(model: Model, req: v2.InferRequest) -> None:
+    """V2 names each tensor's datatype; like Triton, refuse one that differs
+    from the model's rather than converting it silently."""
+    specs = {t.name: t for t in model.inputs}
+    for tensor in req.inputs:
+        spec = specs.get(tensor.name)
+        if spec is not None and tensor.datatype != spec.datatype:
+            raise v2.V2Error(
+                f"input '{tensor.name}': datatype {tensor.datatype} does not match the "
+                f"model's {spec.datatype}"
+            )
