@@ -239,7 +239,7 @@ class Engine:
         """One run per batch-size bucket for every model, in the workers, so the
         first requests do not pay for ONNX Runtime's lazy allocations."""
         loop = asyncio.get_running_loop()
-        sizes = _bucket_sizes(self.config.max_batch_size)
+        sizes = _model.batch_buckets(self.config.max_batch_size)
         for state in self._models.values():
             warmup = getattr(state.model, "warmup", None)
             if warmup is not None and self._pool is not None:
@@ -511,16 +511,6 @@ class Engine:
 
 def _depth_reader(sched: Scheduler, urgency: int) -> Callable[[], float]:
     return lambda: float(sched.depth(urgency))
-
-
-def _bucket_sizes(max_batch: int) -> list[int]:
-    sizes = []
-    n = 1
-    while n < max_batch:
-        sizes.append(n)
-        n *= 2
-    sizes.append(max_batch)
-    return sizes
 
 
 def _stack(batch: Batch) -> dict[str, np.ndarray] | Exception:
