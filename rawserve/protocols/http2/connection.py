@@ -2,15 +2,14 @@
 
 The adapter on top of the hardened h2 connection (``core``): it turns h2's
 events into ours (validating request heads with ``semantics``), takes
-response events and frames their bodies as flow control allows in RFC 9218
-order, hands request-body window back as the application consumes it, and
-takes over an HTTP/1.1 ``Upgrade: h2c``.
+response events (bodies go to the ``sender``), hands request-body window
+back as the application consumes it, and takes over an HTTP/1.1
+``Upgrade: h2c``.
 """
 
 from __future__ import annotations
 
 import base64
-from collections import deque
 
 import h2.config
 import h2.events
@@ -49,13 +48,14 @@ from rawserve.core.priority import (
 )
 from rawserve.protocols.http2.core import Core
 from rawserve.protocols.http2.framing import PRIORITY_UPDATE
+from rawserve.protocols.http2.sender import Sender
+from rawserve.protocols.http2.stream import Stream
 from rawserve.protocols.semantics import (
     CONNECTION_SPECIFIC,
     MalformedMessage,
     check_trailers,
     parse_request_head,
     response_head,
-    write_order,
 )
 
 __all__ = ["H2Connection"]
@@ -100,37 +100,6 @@ def _describe(exc: Exception) -> str:
     return text if any(c.isalpha() for c in text) else f"{type(exc).__name__}({text})"
 
 
-class _Stream:
-    """One request stream: its response queue and flow-control bookkeeping."""
-
-    __slots__ = (
-        "closing",
-        "expected_length",
-        "priority",
-        "queue",
-        "queued",
-        "received",
-        "request_ended",
-        "response_done",
-        "response_started",
-        "rfc9218",
-        "unacked",
-    )
-
-    def __init__(self, priority: Priority, rfc9218: bool, expected_length: int | None) -> None:
-        self.priority = priority
-        self.rfc9218 = rfc9218  # priority came from a header or PRIORITY_UPDATE
-        self.queue: deque[bytes | memoryview] = deque()
-        self.queued = 0
-        self.closing = False  # END_STREAM goes out once the queue is empty
-        self.response_started = False
-        self.response_done = False
-        self.request_ended = False
-        self.unacked = 0  # body bytes delivered but not acknowledged
-        self.expected_length = expected_length
-        self.received = 0
-
-
 class H2Connection:
     """A server-side HTTP/2 connection: ``receive_data`` -> events, ``send``
     events -> ``data_to_send``. Call ``initiate`` (or ``initiate_upgrade``) first."""
@@ -169,7 +138,8 @@ class H2Connection:
             },
         )
         self._conn.max_inbound_frame_size = limits.max_frame_bytes
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, Stream] = {}
+        self._sender = Sender(self._conn, self._streams, done=self._finish, failed=self._drop)
         # Streams answered before their request ended (bounded by h2, which
         # still counts them as open).
         self._answered: set[int] = set()
@@ -222,7 +192,7 @@ class H2Connection:
             priority=request.priority,
             end_stream=True,
         )
-        stream = _Stream(request.priority, False, None)
+        stream = Stream(request.priority, False, None)
         stream.request_ended = True
         self._streams[1] = stream
         self._last_stream_id = 1
@@ -317,7 +287,7 @@ class H2Connection:
                 if ev.stream_id:
                     stream = self._streams.get(ev.stream_id)
                     if stream is not None:
-                        self._flush(ev.stream_id, stream)
+                        self._sender.flush(ev.stream_id, stream)
                 else:
                     flush_all = True
             elif isinstance(ev, h2.events.StreamReset):
@@ -346,7 +316,7 @@ class H2Connection:
                 if self._closed:
                     return out
         if flush_all:
-            self._flush_all()
+            self._sender.flush_all()
         return out
 
     def _on_request(self, ev: h2.events.RequestReceived, out: list[IncomingEvent]) -> None:
@@ -381,7 +351,7 @@ class H2Connection:
         elif req.priority_field is not None:
             priority = parse_priority_field(req.priority_field, priority)
             rfc9218 = True
-        stream = _Stream(priority, rfc9218, req.content_length)
+        stream = Stream(priority, rfc9218, req.content_length)
         self._streams[sid] = stream
         self._last_stream_id = max(self._last_stream_id, sid)
         method = req.method.decode("ascii")
@@ -499,12 +469,7 @@ class H2Connection:
         if isinstance(event, ResponseBody):
             if not stream.response_started:
                 raise RuntimeError(f"ResponseBody before ResponseStart on stream {sid}")
-            if event.data:
-                stream.queue.append(event.data)
-                stream.queued += len(event.data)
-            if event.end_stream:
-                stream.closing = True
-            self._flush(sid, stream)
+            self._sender.write(sid, stream, event.data, event.end_stream)
         elif isinstance(event, ResponseStart):
             if stream.response_started:
                 raise RuntimeError(f"second ResponseStart on stream {sid}")
@@ -516,8 +481,7 @@ class H2Connection:
         elif isinstance(event, ResponseEnd):
             if not stream.response_started:
                 raise RuntimeError(f"ResponseEnd before ResponseStart on stream {sid}")
-            stream.closing = True
-            self._flush(sid, stream)
+            self._sender.write(sid, stream, b"", True)
         elif isinstance(event, ResetStream):
             self._reset(sid, _CODE_FOR_REASON[event.reason])
         elif isinstance(event, InformationalResponse):
@@ -530,7 +494,7 @@ class H2Connection:
             return response_head(status, headers, server=self._server_header, date=self._date)
         return response_head(status, headers)
 
-    def _send_headers(self, sid: int, stream: _Stream, headers: Headers, end: bool) -> bool:
+    def _send_headers(self, sid: int, stream: Stream, headers: Headers, end: bool) -> bool:
         try:
             self._conn.send_headers(sid, headers, end_stream=end)
         except h2.exceptions.ProtocolError:
@@ -552,7 +516,7 @@ class H2Connection:
         self._out += self._conn.data_to_send()
         self._out += frame.serialize()
 
-    # -- flow control ------------------------------------------------------
+    # -- request body flow control ------------------------------------------------------
 
     def buffered(self, stream_id: int) -> int:
         """Response body bytes accepted by ``send`` but not yet framed."""
@@ -570,66 +534,9 @@ class H2Connection:
             stream.unacked -= n
             self._conn.acknowledge_received_data(n, stream_id)
 
-    def _flush(self, sid: int, stream: _Stream, max_frames: int = -1) -> bool:
-        """Frame queued body bytes as far as the windows allow. True when the
-        stream could send more right away (for round-robin)."""
-        conn = self._conn
-        queue = stream.queue
-        try:
-            while queue and max_frames:
-                window = conn.local_flow_control_window(sid)
-                if window <= 0:
-                    return False
-                chunk = queue[0]
-                size = min(window, conn.max_outbound_frame_size)
-                if len(chunk) <= size:
-                    queue.popleft()
-                    piece = chunk
-                else:
-                    view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
-                    piece = view[:size]
-                    queue[0] = view[size:]
-                stream.queued -= len(piece)
-                last = stream.closing and not queue
-                conn.send_data(sid, piece, end_stream=last)
-                conn.window_credit += 2
-                max_frames -= 1
-                if last:
-                    stream.response_done = True
-            if stream.closing and not queue and not stream.response_done:
-                conn.end_stream(sid)
-                stream.response_done = True
-        except h2.exceptions.ProtocolError:
-            self._drop(sid, stream)
-            return False
-        if stream.response_done:
-            self._finish(sid, stream)
-            return False
-        return bool(queue)
-
-    def _flush_all(self) -> None:
-        """Serve waiting streams in RFC 9218 order (``write_order``): a
-        non-incremental stream as far as the windows allow, incremental ones
-        round-robin, a frame each."""
-        ready = [
-            (sid, s.priority)
-            for sid, s in self._streams.items()
-            if s.queue or (s.closing and not s.response_done)
-        ]
-        for group in write_order(ready):
-            if not group.incremental:
-                for sid in group.stream_ids:
-                    stream = self._streams.get(sid)
-                    if stream is not None:
-                        self._flush(sid, stream)
-                continue
-            ids = list(group.stream_ids)
-            while ids and self._conn.outbound_flow_control_window > 0:
-                ids = [g for g in ids if g in self._streams and self._flush(g, self._streams[g], 1)]
-
     # -- stream endings ----------------------------------------------------
 
-    def _finish(self, sid: int, stream: _Stream) -> None:
+    def _finish(self, sid: int, stream: Stream) -> None:
         """The response is complete."""
         if not stream.request_ended:
             # The rest of the request body is discarded as it arrives. The
@@ -658,12 +565,12 @@ class H2Connection:
         if not request_ended:
             self._answered.add(sid)
 
-    def _drop(self, sid: int, stream: _Stream) -> None:
+    def _drop(self, sid: int, stream: Stream) -> None:
         stream.queue.clear()
         stream.queued = 0
         self._forget(sid, stream)
 
-    def _forget(self, sid: int, stream: _Stream) -> None:
+    def _forget(self, sid: int, stream: Stream) -> None:
         self._streams.pop(sid, None)
         if stream.unacked and not self._closed:
             # The application will not acknowledge bytes of a finished
