@@ -23,6 +23,7 @@ from rawserve.core.config import InferenceSettings
 from rawserve.inference.app import create_app
 from rawserve.inference.model import Model, bundled_metadata, load_bundled
 from tests.conftest import RunningServer, run_server
+from tests.test_model import SlowModel
 from tests.test_server_http2 import RawH2
 
 SAMPLES = bundled_metadata()["samples"]
@@ -345,7 +346,7 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 
 def slow_app(latency_s: float, **settings: Any) -> Any:
-    model = Model(load_bundled(), extra_latency_s=latency_s)
+    model = SlowModel(latency_s)
     cfg = InferenceSettings(**{"max_batch_size": 1, "max_batch_delay_ms": 0.0, **settings})
     return create_app(cfg, models={"digits": model})
 

@@ -1,7 +1,8 @@
 """The inference engine with the real bundled digits model, no HTTP: batching,
 priority, cancellation, admission, deadlines, validation, shutdown and model
-failures. A "slow" model is the same real model with ``extra_latency_s``, so
-that a backlog can build up behind a running batch."""
+failures. A "slow" model is the same real model sleeping after each run
+(tests/test_model.py ``SlowModel``), so that a backlog can build up behind a
+running batch."""
 
 from __future__ import annotations
 
@@ -27,19 +28,20 @@ from rawserve.inference.engine import (
     QueueFull,
 )
 from rawserve.inference.model import InputError, Model, bundled_metadata, load_bundled
+from tests.test_model import SlowModel
 
 Array = npt.NDArray[Any]
 MakeEngine = Callable[..., Awaitable[Engine]]
 
-SLOW_S = 0.02  # extra latency per batch of the deliberately slow model
+SLOW_S = 0.02  # sleep per batch of the deliberately slow model
 
 
-class Recording(Model):
+class Recording(SlowModel):
     """The real digits model, keeping a copy of every batch it runs, so a test
-    can tell which rows reached ONNX Runtime."""
+    can tell which rows reached ONNX Runtime; slow when given ``latency_s``."""
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(load_bundled(), **options)
+    def __init__(self, latency_s: float = 0.0) -> None:
+        super().__init__(latency_s)
         self.batches: list[Array] = []
         self._lock = threading.Lock()
 
@@ -187,9 +189,7 @@ async def finish_order(
 
 @pytest.mark.parametrize("mode", ["fair", "strict"])
 async def test_urgent_request_overtakes_a_backlog(make_engine: MakeEngine, mode: str) -> None:
-    engine = await make_engine(
-        Model(load_bundled(), extra_latency_s=SLOW_S), max_batch_size=4, priority_mode=mode
-    )
+    engine = await make_engine(SlowModel(SLOW_S), max_batch_size=4, priority_mode=mode)
     index, order = await finish_order(
         engine, 40, lambda: engine.infer("digits", row(2), priority=Priority(0))
     )
@@ -199,7 +199,7 @@ async def test_urgent_request_overtakes_a_backlog(make_engine: MakeEngine, mode:
 
 
 async def test_priority_change_while_queued_moves_the_item(make_engine: MakeEngine) -> None:
-    engine = await make_engine(Model(load_bundled(), extra_latency_s=SLOW_S), max_batch_size=4)
+    engine = await make_engine(SlowModel(SLOW_S), max_batch_size=4)
 
     class Request:
         """What the HTTP layer hands over: on_priority_change(listener) -> remover."""
@@ -233,7 +233,7 @@ async def test_priority_change_while_queued_moves_the_item(make_engine: MakeEngi
 
 
 async def test_cancel_removes_a_queued_item(make_engine: MakeEngine) -> None:
-    model = Recording(extra_latency_s=0.05)
+    model = Recording(latency_s=0.05)
     engine = await make_engine(model, max_batch_size=4)
     running = asyncio.create_task(engine.infer("digits", row(1)))
     await until(lambda: len(model.batches) == 1)  # the worker is busy with it
@@ -258,7 +258,7 @@ async def test_cancel_removes_a_queued_item(make_engine: MakeEngine) -> None:
 
 
 async def test_cancel_while_running_drops_the_result(make_engine: MakeEngine) -> None:
-    model = Recording(extra_latency_s=0.05)
+    model = Recording(latency_s=0.05)
     engine = await make_engine(model)
     task = asyncio.create_task(engine.infer("digits", row(5)))
     await until(lambda: len(model.batches) == 1)
@@ -278,7 +278,7 @@ async def test_cancel_while_running_drops_the_result(make_engine: MakeEngine) ->
 
 
 async def test_full_queue_is_refused_at_once(make_engine: MakeEngine) -> None:
-    model = Recording(extra_latency_s=0.05)
+    model = Recording(latency_s=0.05)
     engine = await make_engine(model, max_batch_size=1, queue_limit=3)
     tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(4)]
     await until(lambda: engine.stats("digits")["queued"] == 3)  # one runs, three wait
@@ -298,7 +298,7 @@ async def test_full_queue_is_refused_at_once(make_engine: MakeEngine) -> None:
 
 
 async def test_expired_deadline_is_never_run(make_engine: MakeEngine) -> None:
-    model = Recording(extra_latency_s=0.1)
+    model = Recording(latency_s=0.1)
     engine = await make_engine(model, max_batch_size=1)
     busy = asyncio.create_task(engine.infer("digits", row(1)))
     await until(lambda: len(model.batches) == 1)
@@ -322,7 +322,7 @@ async def test_expired_deadline_is_never_run(make_engine: MakeEngine) -> None:
 
 
 async def test_configured_queue_timeout_applies(make_engine: MakeEngine) -> None:
-    model = Recording(extra_latency_s=0.1)
+    model = Recording(latency_s=0.1)
     engine = await make_engine(model, max_batch_size=1, queue_timeout_s=0.01)
     busy = asyncio.create_task(engine.infer("digits", row(1), timeout_s=5))
     await until(lambda: len(model.batches) == 1)
@@ -366,7 +366,7 @@ async def test_bad_tensors_are_refused_before_queueing(
 
 
 async def test_stop_answers_every_queued_item(make_engine: MakeEngine) -> None:
-    model = Recording(extra_latency_s=0.05)
+    model = Recording(latency_s=0.05)
     # A short batch delay, so the first batch takes the first two submissions.
     engine = await make_engine(model, max_batch_size=2, max_batch_delay_s=0.002)
     tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(10)]
@@ -388,9 +388,7 @@ async def test_stop_answers_every_queued_item(make_engine: MakeEngine) -> None:
 
 
 async def test_stop_waits_for_queued_work_within_the_timeout(make_engine: MakeEngine) -> None:
-    engine = await make_engine(
-        Model(load_bundled(), extra_latency_s=0.01), max_batch_size=2, max_batch_delay_s=0.002
-    )
+    engine = await make_engine(SlowModel(0.01), max_batch_size=2, max_batch_delay_s=0.002)
     tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(6)]
     await until(lambda: engine.stats("digits")["queued"] == 4)
     await engine.stop(timeout_s=5)
@@ -426,7 +424,7 @@ async def test_model_failure_fails_the_batch_and_the_engine_keeps_serving(
 
 
 async def test_a_failed_batch_does_not_stop_the_worker(make_engine: MakeEngine) -> None:
-    model = Recording(extra_latency_s=0.03)
+    model = Recording(latency_s=0.03)
     engine = await make_engine(model, max_batch_size=4)
     first = asyncio.create_task(engine.infer("digits", row(1)))
     await until(lambda: len(model.batches) == 1)
@@ -443,9 +441,7 @@ async def test_a_failed_batch_does_not_stop_the_worker(make_engine: MakeEngine) 
 
 
 async def test_several_workers_run_batches_at_once(make_engine: MakeEngine) -> None:
-    engine = await make_engine(
-        Model(load_bundled(), extra_latency_s=0.1), max_batch_size=1, model_workers=2
-    )
+    engine = await make_engine(SlowModel(0.1), max_batch_size=1, model_workers=2)
     loop = asyncio.get_running_loop()
     started = loop.time()
     results = await asyncio.gather(*(engine.infer("digits", row(i)) for i in range(2)))
@@ -457,7 +453,7 @@ async def test_several_workers_run_batches_at_once(make_engine: MakeEngine) -> N
 async def test_a_busy_worker_takes_its_next_batch_without_the_loop(
     make_engine: MakeEngine,
 ) -> None:
-    model = Recording(extra_latency_s=0.01)
+    model = Recording(latency_s=0.01)
     engine = await make_engine(model, max_batch_size=1)
     tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(20)]
     await until(lambda: len(model.batches) >= 1)

@@ -8,6 +8,7 @@ import base64
 import importlib.util
 import json
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -53,6 +54,25 @@ FIXED = base64.b64decode(
     "CAg6RQoOCgF6EgNvdXQiBFJlbHUSBWZpeGVkWhQKAXoSDwoNCAESCQoCCAIKAxIBVGIWCgNvdXQSDwoNCAES"
     "CQoCCAIKAxIBVEIECgAQEQ=="
 )
+
+
+class SlowModel(Model):
+    """A real model (default: the bundled digits) that sleeps ``latency_s``
+    after every run, so that a backlog builds up behind a running batch: the
+    deliberately slow model of the engine and app tests. Warm-up is not slowed
+    (it does not go through ``run``)."""
+
+    def __init__(self, latency_s: float, spec: ModelSpec | None = None, **options: Any) -> None:
+        super().__init__(spec if spec is not None else load_bundled(), **options)
+        self.latency_s = latency_s
+
+    def run(
+        self, inputs: Mapping[str, npt.NDArray[Any]], output_names: Sequence[str] | None = None
+    ) -> dict[str, npt.NDArray[Any]]:
+        outputs = super().run(inputs, output_names)
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        return outputs
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +330,7 @@ def test_not_an_onnx_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"intra_op_threads": -1}, {"max_rows": 0}, {"extra_latency_s": -0.1}],
+    [{"intra_op_threads": -1}, {"max_rows": 0}],
 )
 def test_bad_options(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
@@ -422,8 +442,8 @@ def test_run_from_threads(digits: Model, samples: tuple[np.ndarray, np.ndarray])
                 np.testing.assert_array_equal(want["probabilities"], have["probabilities"])
 
 
-def test_extra_latency_makes_a_slow_model() -> None:
-    slow = Model(load_bundled(), extra_latency_s=0.05)
+def test_slow_model_sleeps_after_each_run_but_not_in_warm_up() -> None:
+    slow = SlowModel(0.05)
     batch = slow.validate({"input": np.zeros((1, 64))})
     slow.warmup([1])  # warm-up is not a request: no added latency
     start = time.perf_counter()

@@ -31,7 +31,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -170,8 +169,7 @@ class Model:
     default, one per core). ``allow_spinning``: let those threads spin between
     runs; off by default because spinning burns an edge box's cores while idle.
     ``max_rows``: rows one request may carry (``None``: no limit beyond the
-    body size). ``extra_latency_s``: sleep after each ``run``, to make a
-    deliberately slow model in tests.
+    body size).
     """
 
     def __init__(
@@ -182,18 +180,14 @@ class Model:
         allow_spinning: bool = False,
         allow_nonfinite: bool = False,
         max_rows: int | None = None,
-        extra_latency_s: float = 0.0,
     ) -> None:
         if intra_op_threads < 0:
             raise ConfigError(f"intra_op_threads must be 0 or more, got {intra_op_threads}")
         if max_rows is not None and max_rows < 1:
             raise ConfigError(f"max_rows must be at least 1, got {max_rows}")
-        if extra_latency_s < 0:
-            raise ConfigError(f"extra_latency_s must be 0 or more, got {extra_latency_s}")
         self.spec = spec
         self.allow_nonfinite = allow_nonfinite
         self.max_rows = max_rows
-        self.extra_latency_s = extra_latency_s
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
@@ -427,8 +421,6 @@ class Model:
             values = self._session.run(names, dict(inputs))
         except Exception as exc:
             raise ModelRunError(f"model {self.name!r} failed: {exc}") from exc
-        if self.extra_latency_s:
-            time.sleep(self.extra_latency_s)
         return dict(zip(names, values, strict=True))
 
     def warmup(
@@ -446,7 +438,7 @@ class Model:
         for size in sizes:
             feed = {spec.name: self.zeros(spec, size) for spec in self.inputs}
             try:
-                # The session directly: warm-up is not a request, so no extra latency.
+                # The session itself, not run(): warm-up is not a request.
                 self._session.run(self._output_names, feed)
             except Exception as exc:
                 raise ModelLoadError(
