@@ -133,7 +133,6 @@ class _ModelState:
     # The scheduler is shared with the worker threads, which take their next
     # batch themselves (see Engine._work); every call into it holds this lock.
     lock: threading.Lock = field(default_factory=threading.Lock)
-    pending: set[asyncio.Future[Any]] = field(default_factory=set)
 
 
 class Engine:
