@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = _Parser(
         prog=f"python -m {PROG}",
-        description="Serve an app over HTTP/1.1, HTTP/2 and HTTP/3.",
+        description="Serve an app over HTTP/1.1 and HTTP/2 (HTTP/3 is not implemented yet).",
         epilog=f"Generate or show the development certificate: python -m {PROG} certs "
         "[--certs-dir DIR]",
     )
@@ -113,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         type=_port(0),
         default=defaults.quic_port,
-        help="HTTP/3 UDP port; default the same as --port, 0 disables",
+        help="reserved for HTTP/3 over UDP, which is not implemented yet: nothing listens "
+        "on it (a non-zero value logs a warning)",
     )
-    parser.add_argument("--certfile", help="PEM certificate (chain) for TLS and QUIC")
+    parser.add_argument("--certfile", help="PEM certificate (chain) for TLS")
     parser.add_argument("--keyfile", help="PEM private key of --certfile")
     parser.add_argument(
         "--certs-dir",
@@ -231,8 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
 def build_config(namespace: argparse.Namespace) -> Config:
     """The Config the parsed flags describe; ConfigError when they cannot work."""
     ns = vars(namespace)
-    if bool(ns["certfile"]) != bool(ns["keyfile"]):
-        raise ConfigError("--certfile and --keyfile must be given together")
     options: dict[str, Any] = {
         "host": ns["host"],
         "http_port": ns["http_port"],
@@ -331,22 +330,6 @@ def load_app(spec: str) -> Any:
     return obj
 
 
-def resolve_loop(name: str) -> str:
-    """'uvloop' or 'asyncio' for ``--loop name``; ConfigError if uvloop is asked
-    for and missing."""
-    if name == "asyncio":
-        return "asyncio"
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        if name == "uvloop":
-            raise ConfigError(
-                "--loop uvloop: uvloop is not installed (pip install 'rawserve[uvloop]')"
-            ) from None
-        return "asyncio"
-    return "uvloop"
-
-
 def configure_logging(level_name: str) -> None:
     level = getattr(logging, level_name.upper())
     logging.basicConfig(format=LOG_FORMAT, level=level)
@@ -368,6 +351,8 @@ def _serve_command(args: list[str]) -> int:
         if reason is not None:
             raise ConfigError(reason)
     # Resolved here so a missing uvloop is reported before the app is imported.
+    from rawserve.serving.server import resolve_loop, run
+
     config = config.with_options(loop=resolve_loop(config.loop))
     if namespace.app:
         app = load_app(namespace.app)
@@ -375,8 +360,6 @@ def _serve_command(args: list[str]) -> int:
         from rawserve.inference.app import create_app
 
         app = create_app(config.inference, graceful_timeout_s=config.graceful_timeout_s)
-    from rawserve.serving.server import run
-
     try:
         run(app, config)
     except OSError as exc:
