@@ -23,6 +23,7 @@ from rawserve.core.errors import BodyTooLarge, ClientDisconnected
 from rawserve.core.priority import DEFAULT_PRIORITY, Priority
 from rawserve.datastructures import State
 from rawserve.encoders import jsonable_encoder
+from rawserve.exception_handlers import server_error_response
 from rawserve.exceptions import HTTPException, RequestValidationError
 from rawserve.requests import JSONDecodeError, Request
 from rawserve.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -427,9 +428,7 @@ class RawServe:
         if self.debug:
             text = "".join(traceback.format_exception(exc))
             return PlainTextResponse(text, status_code=500)
-        # FastAPI sends this as text/plain; rawserve answers every error in
-        # JSON (DESIGN.md "Errors and bad input"), with the same words.
-        return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+        return server_error_response()
 
     def __repr__(self) -> str:
         return f"<RawServe {self.title!r} routes={len(self.routes)}>"

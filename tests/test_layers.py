@@ -56,6 +56,7 @@ LAYERS: dict[str, str] = {
     "status": L2,
     "encoders": L2,
     "background": L2,
+    "exception_handlers": L2,
     # Internals of the surface, each about one thing (FastAPI's dependencies/,
     # starlette's convertors, formparsers and concurrency).
     "dependencies": L2,

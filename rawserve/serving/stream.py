@@ -30,6 +30,7 @@ from rawserve.core.events import (
     ResponseStart,
 )
 from rawserve.core.priority import Priority
+from rawserve.exception_handlers import server_error_response
 from rawserve.requests import Request
 from rawserve.serving.body import BodyStream
 
@@ -284,18 +285,9 @@ class StreamDriver:
             # Nothing was sent yet: the app turns exceptions into 500s itself, so
             # this is a failure of the response object; answer 500 plainly.
             try:
-                payload = b'{"detail":"Internal Server Error"}'
-                self.conn.send(
-                    ResponseStart(
-                        self.stream_id,
-                        500,
-                        [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode()),
-                        ],
-                    )
-                )
-                self.conn.send(ResponseBody(self.stream_id, payload, end_stream=True))
+                response = server_error_response()
+                self.conn.send(ResponseStart(self.stream_id, 500, response.raw_headers()))
+                self.conn.send(ResponseBody(self.stream_id, response.body, end_stream=True))
                 self._move(DONE)
                 return
             except Exception:
