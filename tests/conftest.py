@@ -91,41 +91,11 @@ def run_server(app: Any, *, tls: bool = True, **options: Any) -> Iterator[Runnin
 
 def need(tool: str) -> str:
     """The path of an external client; tests fail (not skip) when it is missing,
-    because .ci/run installs every tool the suite uses."""
+    because tools/run_tests.py (the README's test command) installs them."""
     path = shutil.which(tool)
     if path is None:
         pytest.fail(
-            f"{tool} is not installed; .ci/run installs it (apt-get install nghttp2-client curl)"
+            f"{tool} is not installed: python3 tools/run_tests.py installs the Debian "
+            "packages the tests drive (as root), or see its DEBIAN_TOOLS for the list"
         )
     return path
-
-
-EXTERNAL_CLIENTS = ("curl", "nghttp", "h2load")
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Install the Debian clients the suite drives when they are missing and we
-    can (root with apt-get), so the README's test command works on a fresh
-    Debian machine; elsewhere the tests that need them fail with a clear message."""
-    import os
-    import subprocess
-
-    missing = [tool for tool in EXTERNAL_CLIENTS if shutil.which(tool) is None]
-    if not missing or shutil.which("apt-get") is None or os.geteuid() != 0:
-        return
-    print(f"\ninstalling {', '.join(missing)} (Debian packages curl, nghttp2-client)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(
-        ["apt-get", "update", "-qq"],
-        env=env,
-        check=False,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "curl", "nghttp2-client"],
-        env=env,
-        check=False,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
