@@ -1,4 +1,4 @@
-"""Imports point down only (docs: /work/shared/DESIGN.md "Layers").
+"""Imports point down only (docs/ARCHITECTURE.md, "The map").
 
 Every module under rawserve/ is parsed with ``ast``; every import it makes,
 at top level, inside functions, under TYPE_CHECKING, absolute or relative, is
@@ -62,6 +62,7 @@ LAYERS: dict[str, str] = {
     "dependencies": L2,
     "dependencies.*": L2,
     "validation": L2,
+    "validation.*": L2,
     "convertors": L2,
     "formparsers": L2,
     "concurrency": L2,
@@ -233,7 +234,7 @@ def check_package(package_dir: Path, package: str = PACKAGE) -> list[str]:
         if layer is None:
             problems.append(
                 f"{path.relative_to(package_dir.parent)} is not classified: add "
-                f"{name!r} to LAYERS in tests/test_layers.py (see DESIGN.md, Layers)"
+                f"{name!r} to LAYERS in tests/test_layers.py (see docs/ARCHITECTURE.md, The map)"
             )
             continue
         for imp in collect_imports(path, package_dir, package):
