@@ -29,16 +29,10 @@ from rawserve.encoders import jsonable_encoder
 from rawserve.exceptions import HTTPException, RequestValidationError, ResponseValidationError
 from rawserve.params import DependsParam
 from rawserve.responses import JSONResponse, Response
-from rawserve.validation import (
-    is_pydantic_model,
-    lenient_issubclass,
-    needs_pydantic,
-    prefix_errors,
-    pydantic_errors,
-    pydantic_module,
-    strip_annotated,
-    type_hints,
-)
+from rawserve.validation.annotations import lenient_issubclass, strip_annotated
+from rawserve.validation.builder import needs_pydantic, type_hints
+from rawserve.validation.errors import prefix_errors
+from rawserve.validation.pydantic_bridge import is_pydantic_model, pydantic_errors, pydantic_module
 
 __all__ = [
     "APIRoute",

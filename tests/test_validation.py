@@ -15,13 +15,9 @@ from typing import Annotated, Any, Literal
 import pytest
 
 from rawserve.params import QueryParam as QueryInfo
-from rawserve.validation import (
-    Invalid,
-    _dataclass_validator,
-    _iso_validator,
-    build_validator,
-    constrain,
-)
+from rawserve.validation.builder import _dataclass_validator, _iso_validator, build_validator
+from rawserve.validation.constraints import constrain
+from rawserve.validation.errors import Invalid
 from tests.test_app import ROOT
 from tests.test_params import INT_MSG, Color, Point
 

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import Any, get_args
 
 from rawserve.params import FileParam, FormParam, HeaderParam, Param
-from rawserve.validation import (
-    build_validator,
-    constrain,
+from rawserve.validation.annotations import (
     is_bytes_annotation,
     is_sequence_annotation,
     strip_annotated,
 )
+from rawserve.validation.builder import build_validator
+from rawserve.validation.constraints import constrain
 
 __all__ = ["ASYNC", "ASYNC_GEN", "GEN", "SYNC", "Dependant", "Field", "call_kind"]
 

@@ -11,14 +11,9 @@ from rawserve.concurrency import ThreadedContextManager, run_sync
 from rawserve.datastructures import UploadFile
 from rawserve.dependencies.models import ASYNC, GEN, SYNC, Dependant, Field
 from rawserve.dependencies.utils import get_dependant
-from rawserve.validation import (
-    Invalid,
-    is_pydantic_model,
-    is_sequence_annotation,
-    missing,
-    prefix_errors,
-    strip_annotated,
-)
+from rawserve.validation.annotations import is_sequence_annotation, strip_annotated
+from rawserve.validation.errors import Invalid, missing, prefix_errors
+from rawserve.validation.pydantic_bridge import is_pydantic_model
 
 __all__ = ["SolveContext", "extract_form", "solve"]
 

@@ -23,14 +23,14 @@ from rawserve.params import (
     QueryParam,
     Undefined,
 )
-from rawserve.validation import (
+from rawserve.validation.annotations import (
     MAPPING_ORIGINS,
-    is_pydantic_model,
     is_sequence_annotation,
     is_union,
     lenient_issubclass,
     strip_annotated,
 )
+from rawserve.validation.pydantic_bridge import is_pydantic_model
 
 __all__ = ["get_dependant", "should_embed"]
 
