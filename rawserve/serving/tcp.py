@@ -142,6 +142,8 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
             try:
                 events = self.adapter.receive_data(b"", self.loop.time())
             except Exception:
+                # A bug, not the client's doing: log it as data_received does.
+                log.exception("protocol adapter failed at end of input; closing the connection")
                 events = []
             self._handle_events(events)
             self._flush()

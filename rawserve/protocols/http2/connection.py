@@ -10,6 +10,7 @@ back as the application consumes it, and takes over an HTTP/1.1
 from __future__ import annotations
 
 import base64
+import logging
 
 import h2.config
 import h2.events
@@ -40,6 +41,7 @@ from rawserve.core.events import (
     ResponseStart,
     StreamReset,
 )
+from rawserve.core.logthrottle import LogThrottle
 from rawserve.core.priority import (
     DEFAULT_PRIORITY,
     Priority,
@@ -59,6 +61,13 @@ from rawserve.protocols.semantics import (
 )
 
 __all__ = ["H2Connection"]
+
+log = logging.getLogger("rawserve.http2")
+# Bugs a peer's input triggers, logged with their traceback at most once per
+# kind every 10 s across all connections (a client could otherwise repeat one
+# on every connection it opens). Process-wide on purpose, bounded by its
+# max_kinds; the time comes from receive_data's ``now``.
+INTERNAL_ERRORS = LogThrottle(log, interval_s=10.0)
 
 NO_RFC7540_PRIORITIES = 0x9  # RFC 9218 section 2.1
 MIN_FRAME_SIZE = 16_384
@@ -240,13 +249,23 @@ class H2Connection:
             # h2 has queued the GOAWAY with exc.error_code.
             return [self._terminated(int(exc.error_code), _describe(exc))]
         except Exception as exc:  # odd input must never escape as a crash
-            return [self._abort(ErrorCodes.INTERNAL_ERROR, f"internal error: {exc!r}")]
+            return [self._internal_error(exc, now)]
         try:
             return self._translate(h2_events)
         except h2.exceptions.ProtocolError as exc:
             return [self._abort(int(exc.error_code), _describe(exc))]
         except Exception as exc:
-            return [self._abort(ErrorCodes.INTERNAL_ERROR, f"internal error: {exc!r}")]
+            return [self._internal_error(exc, now)]
+
+    def _internal_error(self, exc: Exception, now: float) -> ConnectionTerminated:
+        """A bug, in rawserve or in h2: log it, then GOAWAY(INTERNAL_ERROR)."""
+        INTERNAL_ERRORS.exception(
+            "HTTP/2 adapter failed on a peer's input; closing the connection with "
+            "GOAWAY(INTERNAL_ERROR)",
+            exc,
+            now,
+        )
+        return self._abort(ErrorCodes.INTERNAL_ERROR, f"internal error: {exc!r}")
 
     def _abort(self, error_code: int, reason: str) -> ConnectionTerminated:
         """A connection error found outside h2: write the GOAWAY ourselves."""
