@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_URGENCY = 3
+MAX_INTEGER_DIGITS = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +44,13 @@ def parse_priority_field(value: bytes | str, base: Priority = DEFAULT_PRIORITY) 
         key = key.strip()
         raw = raw.strip().split(";", 1)[0].strip()
         if key == "u":
-            if sep and raw.isdigit() and 0 <= int(raw) <= 7:
-                urgency = int(raw)
+            # A Structured Fields integer has at most 15 digits (RFC 8941
+            # section 3.3.1); the bound also keeps int() off a client's
+            # thousand-digit numbers. str.isdigit alone would pass "²".
+            if sep and 0 < len(raw) <= MAX_INTEGER_DIGITS and raw.isascii() and raw.isdigit():
+                number = int(raw)
+                if number <= 7:
+                    urgency = number
         elif key == "i":
             if not sep:
                 incremental = True
