@@ -40,6 +40,8 @@ LAYERS: dict[str, str] = {
     "inference.scheduler": L1,
     "inference.model": L1,
     "inference.v2": L1,
+    "inference.cache": L1,
+    "inference.results": L2,
     "inference.engine": L2,
     "inference.metrics": L2,
     # The built-in app is an app like a user's: it may not touch sockets.

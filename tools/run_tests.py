@@ -33,6 +33,8 @@ DEBIAN_TOOLS: dict[str, str] = {
     "curl": "curl",
     "nghttp": "nghttp2-client",
     "h2load": "nghttp2-client",
+    "redis-server": "redis-server",
+    "memcached": "memcached",
 }
 
 
