@@ -111,3 +111,149 @@ def test_fast_encoder_matches_hpack(seed: int) -> None:
             huff = rng.random() < 0.5
             assert fast.encode(fields, huffman=huff) == reference.encode(fields, huffman=huff)
             assert fast.header_table.dynamic_entries == reference.header_table.dynamic_entries
+
+
+# -- Huffman coding in linear time (issue 15, finding 3) -------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_linear_huffman_matches_hpack(seed: int) -> None:
+    from hpack.huffman import HuffmanEncoder
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+    from hpack.huffman_table import decode_huffman
+
+    from rawserve.protocols.http2.hpack_codec import huffman_encode
+
+    ref = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+    rng = random.Random(seed)
+    for _ in range(500):
+        value = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 80)))
+        assert huffman_encode(value) == ref.encode(value)
+        assert decode_huffman(huffman_encode(value)) == value
+
+
+class _CountingBits(list[str]):
+    """The per-byte code table, counting lookups: the encoder's work."""
+
+    lookups = 0
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        _CountingBits.lookups += 1
+        return super().__getitem__(i)
+
+
+def test_huffman_work_is_one_lookup_per_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpack.huffman import HuffmanEncoder
+
+    from rawserve.protocols.http2 import hpack_codec
+
+    def quadratic(*args: object) -> bytes:
+        raise AssertionError("hpack's quadratic Huffman encoder was used")
+
+    monkeypatch.setattr(HuffmanEncoder, "encode", quadratic)
+    monkeypatch.setattr(hpack_codec, "_HUFFMAN_BITS", _CountingBits(hpack_codec._HUFFMAN_BITS))
+    for n in (1_000, 65_000):
+        enc = FastEncoder()
+        _CountingBits.lookups = 0
+        value = b"/next?" + b"q=ab&" * (n // 5)
+        block = enc.encode([(b":status", b"302"), (b"location", value)], huffman=True)
+        # One table lookup per literal byte (both names are in the static
+        # table, so only the values are coded): linear, whatever the length.
+        assert _CountingBits.lookups == len(b"302") + len(value)
+        assert FastDecoder().decode(block, raw=True)[1] == (b"location", value)
+
+
+def test_a_65kb_location_over_h2c_is_encoded_linearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import h2.events
+    from hpack.huffman import HuffmanEncoder
+
+    from tests.apps.limits_app import app
+    from tests.conftest import run_server
+    from tests.test_server_http2 import RawH2
+
+    def quadratic(*args: object) -> bytes:
+        raise AssertionError("hpack's quadratic Huffman encoder was used")
+
+    query = "a=" + "x" * 65_000
+    with run_server(app, tls=False, limit_max_header_bytes=128 * 1024) as srv:
+        c = RawH2(srv.http_port)
+        sid = c.request("/redirect?" + query)  # the client's own encoder is hpack's
+        monkeypatch.setattr(HuffmanEncoder, "encode", quadratic)
+        headers: list[tuple[bytes, bytes]] = []
+        ended = False
+        for _ in range(50):
+            for ev in c.events():
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                    headers = list(ev.headers)
+                if isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                    ended = True
+            if ended:
+                break
+        c.close()
+    assert ended
+    assert (b":status", b"302") in headers
+    assert (b"location", ("/next?" + query).encode()) in headers
+
+
+# -- the encoder's table is capped (issue 15, finding 4) -------------------------
+
+
+def test_encoder_table_follows_the_peer_only_up_to_the_cap() -> None:
+    from rawserve.protocols.http2.hpack_codec import ENCODER_TABLE_BYTES
+
+    enc = FastEncoder()
+    enc.header_table_size = 0xFFFFFFFF
+    assert enc.header_table_size == ENCODER_TABLE_BYTES
+    dec = Decoder()
+    dec.max_allowed_table_size = 0xFFFFFFFF
+    for i in range(200):
+        block = enc.encode([(b"x-unique", b"%08d" % i + b"u" * 200)])
+        assert dec.decode(block, raw=True) == [(b"x-unique", b"%08d" % i + b"u" * 200)]
+    assert enc.header_table._current_size <= ENCODER_TABLE_BYTES
+    assert dec.header_table.maxsize == ENCODER_TABLE_BYTES  # the size update reached it
+    enc.header_table_size = 1024  # a peer may still ask for less
+    assert enc.header_table_size == 1024
+
+
+def test_a_client_announcing_4gb_gets_the_capped_table() -> None:
+    import h2.events
+    import h2.settings
+
+    from rawserve.protocols.http2.hpack_codec import ENCODER_TABLE_BYTES
+    from tests.apps.limits_app import app
+    from tests.conftest import run_server
+    from tests.test_server_http2 import RawH2
+
+    with run_server(app, tls=False) as srv:
+        c = RawH2(srv.http_port)
+        c.conn.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: 0xFFFFFFFF})
+        c.flush()
+        answered = 0
+        for i in range(100):
+            sid = c.request(f"/unique/{i}")
+            ended = False
+            for _ in range(50):
+                for ev in c.events():
+                    if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                        assert (b"x-unique", b"%08d" % i + b"u" * 200) in ev.headers
+                    if isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                        ended = True
+                if ended:
+                    break
+            answered += ended
+
+        def tables() -> list[tuple[int, int]]:
+            return [
+                (
+                    conn.adapter._conn.encoder.header_table_size,
+                    conn.adapter._conn.encoder.header_table._current_size,
+                )
+                for conn in srv.server.connections
+                if conn.http2
+            ]
+
+        held = srv.call(tables)
+        c.close()
+    assert answered == 100
+    assert held and all(size == ENCODER_TABLE_BYTES for size, _ in held), held
+    assert all(used <= ENCODER_TABLE_BYTES for _, used in held), held

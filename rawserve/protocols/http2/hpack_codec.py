@@ -1,12 +1,16 @@
 """HPACK (RFC 7541) with fast paths for the representations repeated requests
 and responses consist of; everything else is hpack's own code, and
-tests/test_http2_hpack.py checks the two agree."""
+tests/test_http2_hpack.py checks the two agree. Two limits hpack lacks: the
+encoder's Huffman coding is linear in the value's length (hpack's grows with
+its square), and its dynamic table stays within ``ENCODER_TABLE_BYTES``
+whatever SETTINGS_HEADER_TABLE_SIZE the peer announces."""
 
 from __future__ import annotations
 
 import hpack
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hpack.hpack import INDEX_INCREMENTAL, INDEX_NEVER
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.huffman_table import decode_huffman
 from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable, table_entry_size
@@ -93,10 +97,65 @@ class FastDecoder(hpack.Decoder):
 # An indexed field (RFC 7541 section 6.1) with an index below 127 is one byte.
 _INDEXED = [bytes((0x80 | i,)) for i in range(127)]
 
+# The largest dynamic table the encoder keeps, whatever the peer allows: the
+# size every peer starts with (RFC 9113 6.5.2), so only a peer announcing more
+# sees a difference. A larger table buys little for responses and costs memory
+# per connection (a peer announcing 4 GB let unique headers pile up without end).
+ENCODER_TABLE_BYTES = 4096
+
+# Each byte's Huffman code (RFC 7541 Appendix B) as a string of bits.
+_HUFFMAN_BITS = [
+    format(code, f"0{length}b")
+    for code, length in zip(REQUEST_CODES[:256], REQUEST_CODES_LENGTH[:256], strict=True)
+]
+
+
+def huffman_encode(value: bytes) -> bytes:
+    """RFC 7541 5.2 Huffman coding in time linear in ``len(value)``.
+
+    hpack's encoder shifts one growing integer by every code, which copies it
+    each time: quadratic, ~230 ms for a 65 KB value (a redirect echoing a long
+    query). Here the codes are joined as text and converted once; ``int(s, 2)``
+    is linear, and exempt from the int/str digit limit (power-of-two base)."""
+    if not value:
+        return b""
+    bits = "".join(map(_HUFFMAN_BITS.__getitem__, value))
+    pad = -len(bits) % 8  # padded with the EOS prefix, all ones
+    return int(bits + "1" * pad, 2).to_bytes((len(bits) + pad) // 8, "big")
+
+
+class _LinearHuffman:
+    """hpack's ``HuffmanEncoder`` interface over ``huffman_encode``."""
+
+    def encode(self, bytes_to_encode: bytes | None) -> bytes:
+        return huffman_encode(bytes_to_encode) if bytes_to_encode else b""
+
 
 class FastEncoder(hpack.Encoder):
-    """hpack's encoder without its debug log call per field, and with the
-    one-byte indexed fields that repeated response headers become made once."""
+    """hpack's encoder without its debug log call per field, with the one-byte
+    indexed fields that repeated response headers become made once, Huffman
+    coding in linear time, and a dynamic table of at most ``max_table_bytes``.
+
+    The peer's SETTINGS_HEADER_TABLE_SIZE is a ceiling, not an order: an
+    encoder may use less, and says so with a dynamic table size update at the
+    start of its next header block (RFC 7541 4.2, 6.3), which hpack emits
+    whenever the size changes."""
+
+    def __init__(self, max_table_bytes: int = ENCODER_TABLE_BYTES) -> None:
+        super().__init__()
+        self.max_table_bytes = max_table_bytes
+        self.huffman_coder = _LinearHuffman()  # type: ignore[assignment]
+
+    @property
+    def header_table_size(self) -> int:
+        return self.header_table.maxsize
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        value = min(value, self.max_table_bytes)
+        self.header_table.maxsize = value
+        if self.header_table.resized:
+            self.table_size_changes.append(value)
 
     def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
         # hpack's Encoder.add, the same decisions.
