@@ -20,8 +20,11 @@ Bytes in through ``receive_data``, events out; response events in through
   cancels their drivers when it closes.
 - ``max_header_bytes`` is enforced while the head arrives; a header line still
   incomplete is bounded by the limit plus one ``receive_data`` chunk.
-- Peer EOF: the request still being received (partial body) is reset; complete
-  requests are still answered (a client may half-close after sending).
+- Peer EOF (the client shut down its sending side, or closed): the request
+  still arriving (a partial head or body) is reset and answered with nothing;
+  complete requests, pipelined ones included, are still answered in full and
+  ``should_close`` turns true after the last. L3 keeps the transport open for
+  writing until then (a client may half-close after sending: ``nc -N``).
 - A response that ends before its request body was read: the rest of the body
   is read and dropped when it is Content-Length framed, at most
   ``limits.read_buffer_bytes`` and not held back by ``Expect: 100-continue``;

@@ -47,6 +47,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         self._h1_active: StreamDriver | None = None
         self._unacked = 0
         self._reading_paused = False
+        self._eof = False  # the client shut down its sending side
 
     # -- the carrier -------------------------------------------------------------
 
@@ -147,10 +148,25 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
                 events = []
             self._handle_events(events)
             self._flush()
-        # EOF means the client is gone (as uvicorn and most servers read it):
-        # close, and connection_lost cancels whatever is still queued or running
-        # for it, so inference is never spent on an answer nobody will read.
-        return None
+        return self._half_closed()
+
+    def _half_closed(self) -> bool | None:
+        """The client shut down its sending side. HTTP/1.1 complete requests
+        are still answered in full (nc -N, scripts and proxies half-close after
+        sending): the adapter has reset the request still arriving, and the
+        transport closes once the adapter says ``should_close``. Anything else
+        (HTTP/2, TLS, nothing left to answer) closes now; connection_lost
+        cancels what is queued or running, so no inference is spent on an
+        answer nobody will read."""
+        self._eof = True
+        keep = (
+            not self._closed
+            and not self.tls  # asyncio's TLS transport cannot half-close
+            and not self.http2
+            and self.adapter is not None
+            and not self.adapter.should_close
+        )
+        return True if keep else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
@@ -283,6 +299,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
     def _maybe_resume_reading(self) -> None:
         if (
             self._reading_paused
+            and not self._eof
             and self._unacked <= self.limits.read_buffer_bytes
             and self.adapter.pending_requests <= self.limits.max_pipelined_requests
             and self.transport is not None

@@ -28,7 +28,7 @@ async def unique(n: int) -> Response:
 async def upload(request: Request) -> dict[str, int]:
     try:
         body = await request.body()
-    except asyncio.CancelledError:
+    except BaseException:  # cancelled, or the client went away mid-body
         app.state.cancelled += 1
         raise
     app.state.finished += 1
