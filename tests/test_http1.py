@@ -729,11 +729,12 @@ def test_431_on_one_endless_header_line(step: int) -> None:
     assert error_of(conn)[0] == 431
 
 
-def test_431_on_a_huge_target() -> None:
+@pytest.mark.parametrize("step", [1, 64, 6000])
+def test_414_on_a_huge_target(step: int) -> None:
     conn = make(max_header_bytes=1000)
-    events = feed(conn, b"GET /" + b"a" * 5000, step=64)
+    events = feed(conn, b"GET /" + b"a" * 5000, step=step)
     assert [type(e) for e in events] == [ConnectionTerminated]
-    assert error_of(conn)[0] == 431
+    assert error_of(conn)[0] == 414
 
 
 def test_head_just_under_the_limit_is_accepted() -> None:

@@ -1,9 +1,11 @@
-"""The TCP glue with real sockets: half-closing clients (issue 15)."""
+"""The TCP glue with real sockets: half-closing clients, the request line on
+the cleartext port (issue 15: half-close, finding 8)."""
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -97,3 +99,56 @@ def test_half_closed_client_with_a_partial_body_is_cancelled(srv: RunningServer)
     assert open_connections(srv) == 0
     assert app.state.cancelled == cancelled + 1
     assert app.state.finished == finished
+
+
+def _tls(port: int) -> socket.socket:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", port)), server_hostname="localhost"
+    )
+
+
+@pytest.mark.parametrize("port_kind", ["cleartext", "tls"])
+def test_request_line_over_the_limit_gets_414_on_both_ports(
+    srv: RunningServer, port_kind: str
+) -> None:
+    s = (
+        socket.create_connection(("127.0.0.1", srv.http_port))
+        if port_kind == "cleartext"
+        else _tls(srv.https_port or 0)
+    )
+    line = b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        s.sendall(line)
+    except OSError:
+        pass  # the server may answer and close before taking it all
+    out = read_all(s)
+    s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 414 "), out[:200]
+    assert b"connection: close" in head
+    assert "request target exceeds" in json.loads(body)["detail"]
+    assert open_connections(srv) == 0
+
+
+def test_headers_over_the_limit_get_431_on_the_cleartext_port(srv: RunningServer) -> None:
+    s = socket.create_connection(("127.0.0.1", srv.http_port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n")
+    out = read_all(s)
+    s.close()
+    assert out.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
+def test_a_long_first_line_that_is_not_a_request_is_closed_unanswered(
+    srv: RunningServer,
+) -> None:
+    s = socket.create_connection(("127.0.0.1", srv.http_port))
+    try:
+        s.sendall(b"\x16\x03\x01" + b"\x00" * 70_000)
+    except OSError:
+        pass
+    assert read_all(s) == b""
+    s.close()

@@ -11,7 +11,7 @@ Bytes in through ``receive_data``, events out; response events in through
   already answered, reset or abandoned are ignored, so a racing driver is harmless.
 - Date is an input: L3 calls ``set_date_header(value)`` (about once a second);
   until then responses carry no Date. Server is added unless the app set one.
-- Requests this module answers itself (400, 431, 501, 505: JSON
+- Requests this module answers itself (400, 414, 431, 501, 505: JSON
   ``{"detail": ...}``, ``connection: close``) produce ``ConnectionTerminated``:
   no more events will come, but earlier pipelined requests are still answered
   and the error response waits for them. L3 closes once ``should_close``.
@@ -198,6 +198,7 @@ class H1Connection:
         self._head_seq = 0
         self._head_bytes = 0
         self._head_carry = 0
+        self._in_target = False  # the last chunk parsed carried target bytes
         self._url: list[bytes] = []
         self._headers: Headers = []
         # Parser control.
@@ -272,13 +273,17 @@ class H1Connection:
         elif not self._input_closed:
             in_head = self._in_head
             seq = self._head_seq
+            self._in_target = False
             self._feed(data)
             if in_head and self._in_head and seq == self._head_seq and not self._input_closed:
                 # The whole chunk is inside one head. httptools buffers a header
                 # line until it ends, so count here rather than wait for it.
                 self._head_carry += len(data)
                 if self._head_carry > self._max_head:
-                    self._fail(431, self._head_too_large())
+                    if self._in_target:  # the chunk was (partly) the target
+                        self._fail(414, f"request target exceeds {self._max_head} bytes")
+                    else:
+                        self._fail(431, self._head_too_large())
         events = self._events
         self._events = []
         return events
@@ -342,9 +347,11 @@ class H1Connection:
         if self._synthetic:
             return
         self._url.append(url)
+        self._in_target = True
         self._head_bytes += len(url)
         if self._head_bytes > self._max_head:
-            self._reject(431, self._head_too_large())
+            # RFC 9112 3: a target longer than the server will parse is 414.
+            self._reject(414, f"request target exceeds {self._max_head} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._synthetic:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING, cast
 
 import orjson
@@ -112,7 +113,13 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
                 line_end = self._sniff.find(b"\n")
                 if line_end < 0 and len(self._sniff) < self.limits.max_header_bytes:
                     return  # wait for the whole request line
-                if not _looks_like_http1(self._sniff[: line_end if line_end >= 0 else None]):
+                if not (
+                    _looks_like_http1(self._sniff[:line_end])
+                    if line_end >= 0
+                    # A request line over the limit: if it starts as one, the
+                    # HTTP/1.1 adapter answers 414 as it does on the TLS port.
+                    else _starts_like_http1(self._sniff)
+                ):
                     # No HTTP/1.x version on the request line: HTTP/0.9, a broken
                     # HTTP/2 preface, or not HTTP at all. A status line would be
                     # misread by every one of them; closing is the only answer
@@ -374,6 +381,15 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         self._flush()
         if not self.streams:
             self._close()
+
+
+_METHOD_SP = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32} [^ \r\n]")
+
+
+def _starts_like_http1(data: bytes) -> bool:
+    """Whether ``data`` begins as a request line would: a method token, one
+    space and a target."""
+    return _METHOD_SP.match(data) is not None
 
 
 def _looks_like_http1(request_line: bytes) -> bool:
