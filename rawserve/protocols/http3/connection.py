@@ -1,0 +1,670 @@
+"""HTTP/3 server connection (RFC 9114) on aioquic: datagrams in, events out.
+
+One QUIC connection: ``receive_datagram(data, addr, now)`` and
+``handle_timer(now)`` return rawserve events; response events go in through
+``send``; ``datagrams_to_send(now)`` drains, ``get_timer()`` says when to
+call back. Request heads are checked by ``semantics`` as in HTTP/2; request
+body credit goes back only as the application consumes (``acknowledge``);
+response bodies wait in the adapter (``buffered``) and enter QUIC in RFC 9218
+order as the peer's windows and the congestion window allow, so aioquic's
+unbounded stream buffers hold at most a window's worth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aioquic.h3.events as h3e
+import aioquic.quic.events as qe
+from aioquic._buffer import Buffer, BufferReadError
+from aioquic.h3.connection import ErrorCode, FrameType
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import NetworkAddress, stream_is_unidirectional
+
+from rawserve.core.config import Limits
+from rawserve.core.events import (
+    BodyReceived,
+    ConnectionTerminated,
+    EndOfRequest,
+    IncomingEvent,
+    InformationalResponse,
+    OutgoingEvent,
+    PriorityChanged,
+    PushPromise,
+    RequestReceived,
+    ResetReason,
+    ResetStream,
+    ResponseBody,
+    ResponseEnd,
+    ResponseStart,
+    StreamReset,
+)
+from rawserve.core.priority import DEFAULT_PRIORITY, parse_priority_field
+from rawserve.protocols.http3.h3 import (
+    PRIORITY_UPDATE_REQUEST,
+    ControlReader,
+    RequestHeaders,
+    ServerH3,
+    Trailers,
+)
+from rawserve.protocols.http3.quic import FlowControlledQuic
+from rawserve.protocols.http3.stream import Stream
+from rawserve.protocols.semantics import (
+    MalformedMessage,
+    RateLimit,
+    check_trailers,
+    parse_request_head,
+    response_head,
+    write_order,
+)
+
+__all__ = ["H3_ALPN", "H3Connection", "reason_from_code"]
+
+H3_ALPN = ["h3"]
+# Methods a server may answer from 0-RTT data, which an attacker can replay
+# (RFC 8470 section 3, RFC 9114 section 10.9): safe ones only.
+EARLY_DATA_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Incremental streams share the congestion window this many bytes at a time.
+INCREMENTAL_QUANTUM = 16 * 1024
+DATA_FRAME_OVERHEAD = 9  # type (1) + length (at most 8)
+
+# RFC 9114 section 8.1 codes for the protocol-neutral reasons, and back.
+_CODE_FOR_REASON: dict[ResetReason, int] = {
+    ResetReason.NO_ERROR: ErrorCode.H3_NO_ERROR,
+    ResetReason.CANCELLED: ErrorCode.H3_REQUEST_CANCELLED,
+    ResetReason.REFUSED: ErrorCode.H3_REQUEST_REJECTED,
+    ResetReason.PROTOCOL_ERROR: ErrorCode.H3_MESSAGE_ERROR,
+    ResetReason.INTERNAL_ERROR: ErrorCode.H3_INTERNAL_ERROR,
+    ResetReason.FLOW_CONTROL_ERROR: ErrorCode.H3_GENERAL_PROTOCOL_ERROR,
+    ResetReason.EXCESSIVE_LOAD: ErrorCode.H3_EXCESSIVE_LOAD,
+    ResetReason.CONNECTION_CLOSED: ErrorCode.H3_REQUEST_CANCELLED,
+}
+_REASON_FOR_CODE: dict[int, ResetReason] = {
+    int(ErrorCode.H3_NO_ERROR): ResetReason.NO_ERROR,
+    int(ErrorCode.H3_REQUEST_CANCELLED): ResetReason.CANCELLED,
+    int(ErrorCode.H3_REQUEST_REJECTED): ResetReason.REFUSED,
+    int(ErrorCode.H3_MESSAGE_ERROR): ResetReason.PROTOCOL_ERROR,
+    int(ErrorCode.H3_GENERAL_PROTOCOL_ERROR): ResetReason.PROTOCOL_ERROR,
+    int(ErrorCode.H3_FRAME_ERROR): ResetReason.PROTOCOL_ERROR,
+    int(ErrorCode.H3_FRAME_UNEXPECTED): ResetReason.PROTOCOL_ERROR,
+    int(ErrorCode.H3_REQUEST_INCOMPLETE): ResetReason.PROTOCOL_ERROR,
+    int(ErrorCode.H3_INTERNAL_ERROR): ResetReason.INTERNAL_ERROR,
+    int(ErrorCode.H3_EXCESSIVE_LOAD): ResetReason.EXCESSIVE_LOAD,
+}
+
+
+def reason_from_code(code: int) -> ResetReason:
+    """A peer's HTTP/3 error code as a reason; codes we do not name are cancels."""
+    return _REASON_FOR_CODE.get(code, ResetReason.CANCELLED)
+
+
+class H3Connection:
+    """A server-side HTTP/3 connection over one QUIC connection."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        configuration: QuicConfiguration,
+        *,
+        original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
+        session_ticket_fetcher: Any = None,
+        session_ticket_handler: Any = None,
+        server_header: bytes | None = b"rawserve",
+    ) -> None:
+        self._limits = limits
+        self._server_header = server_header
+        self._date: bytes | None = None
+        self._quic = FlowControlledQuic(
+            configuration=configuration,
+            stream_window=limits.initial_window_bytes,
+            connection_window=limits.connection_window_bytes,
+            max_streams=limits.max_concurrent_streams,
+            original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
+            session_ticket_fetcher=session_ticket_fetcher,
+            session_ticket_handler=session_ticket_handler,
+        )
+        self._h3: ServerH3 | None = None
+        self._control = ControlReader()
+        self._streams: dict[int, Stream] = {}
+        # PRIORITY_UPDATE frames that arrived before their request (RFC 9218
+        # section 7.1), at most max_concurrent_streams of them.
+        self._early_priorities: dict[int, bytes] = {}
+        self._highest_request = -1  # highest request stream handed to the application
+        self._resets = RateLimit(limits.max_resets_per_s)
+        self._control_frames = RateLimit(limits.max_control_frames_per_s)
+        self._goaway_id: int | None = None
+        self._closing = False
+        self.terminated = False
+        # Connection IDs issued and retired since the glue last looked.
+        self.issued_cids: list[bytes] = []
+        self.retired_cids: list[bytes] = []
+        self.handshake_complete = False
+        self.session_resumed = False
+        self.early_data_accepted = False
+
+    # -- identity and state ------------------------------------------------------
+
+    @property
+    def host_cid(self) -> bytes:
+        return self._quic.host_cid
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def should_close(self) -> bool:
+        """The connection is over: the glue may forget it."""
+        return self.terminated
+
+    def set_date_header(self, value: bytes) -> None:
+        self._date = value
+
+    # -- datagrams in ----------------------------------------------------------------
+
+    def receive_datagram(
+        self, data: bytes, addr: NetworkAddress, now: float
+    ) -> list[IncomingEvent]:
+        self._quic.receive_datagram(data, addr, now)
+        return self._process(now)
+
+    def get_timer(self) -> float | None:
+        return self._quic.get_timer()
+
+    def handle_timer(self, now: float) -> list[IncomingEvent]:
+        self._quic.handle_timer(now)
+        return self._process(now)
+
+    def _process(self, now: float) -> list[IncomingEvent]:
+        out: list[IncomingEvent] = []
+        quic = self._quic
+        event = quic.next_event()
+        while event is not None:
+            t = type(event)
+            if t is qe.StreamDataReceived:
+                self._on_stream_data(event, now, out)  # type: ignore[arg-type]
+            elif t is qe.StreamReset or t is qe.StopSendingReceived:
+                self._on_peer_reset(event, now, out)  # type: ignore[arg-type]
+            elif t is qe.ProtocolNegotiated:
+                self._h3 = ServerH3(quic, max_field_section_size=self._limits.max_header_bytes)
+            elif t is qe.HandshakeCompleted:
+                self.handshake_complete = True
+                self.session_resumed = event.session_resumed  # type: ignore[attr-defined]
+                self.early_data_accepted = event.early_data_accepted  # type: ignore[attr-defined]
+            elif t is qe.ConnectionIdIssued:
+                self.issued_cids.append(event.connection_id)  # type: ignore[attr-defined]
+            elif t is qe.ConnectionIdRetired:
+                self.retired_cids.append(event.connection_id)  # type: ignore[attr-defined]
+            elif t is qe.ConnectionTerminated:
+                self.terminated = True
+                self._streams.clear()
+                out.append(
+                    ConnectionTerminated(
+                        error_code=event.error_code,  # type: ignore[attr-defined]
+                        reason=event.reason_phrase,  # type: ignore[attr-defined]
+                    )
+                )
+                return out
+            event = quic.next_event()
+        return out
+
+    def _on_stream_data(
+        self, ev: qe.StreamDataReceived, now: float, out: list[IncomingEvent]
+    ) -> None:
+        sid = ev.stream_id
+        h3 = self._h3
+        if h3 is None:
+            return
+        if stream_is_unidirectional(sid):
+            # Control and QPACK streams are consumed as they arrive.
+            self._quic.credit(sid, len(ev.data))
+            for frame_type, payload in self._control.feed(sid, ev.data):
+                self._on_control_frame(frame_type, payload, now, out)
+            self._translate(h3.handle_event(ev), now, out)
+            return
+        stream = self._streams.get(sid)
+        if stream is not None:
+            stream.raw += len(ev.data)
+        elif sid <= self._highest_request:
+            # A stream we are done with (answered, reset): nobody reads it.
+            self._quic.credit(sid, len(ev.data))
+            if ev.end_stream:
+                h3.forget(sid)
+            return
+        self._translate(h3.handle_event(ev), now, out)
+        stream = self._streams.get(sid)
+        if stream is not None:
+            self._settle(sid, stream)
+        elif sid > self._highest_request:
+            # Headers incomplete (or refused before the application saw them):
+            # what aioquic does not hold is framing.
+            pass
+
+    def _settle(self, sid: int, stream: Stream) -> None:
+        """Give back the credit of framing bytes (frame headers, HEADERS
+        blocks): only body bytes wait for the application."""
+        assert self._h3 is not None
+        framing = stream.raw - stream.received - self._h3.buffered_bytes(sid)
+        if framing > stream.credited:
+            self._quic.credit(sid, framing - stream.credited)
+            stream.credited = framing
+
+    def _translate(self, events: list[h3e.H3Event], now: float, out: list[IncomingEvent]) -> None:
+        for ev in events:
+            t = type(ev)
+            if t is h3e.DataReceived:
+                self._on_data(ev, out)  # type: ignore[arg-type]
+            elif t is RequestHeaders:
+                self._on_request(ev, now, out)  # type: ignore[arg-type]
+            elif t is Trailers:
+                self._on_trailers(ev, out)  # type: ignore[arg-type]
+
+    def _on_request(self, ev: RequestHeaders, now: float, out: list[IncomingEvent]) -> None:
+        sid = ev.stream_id
+        ended = ev.stream_ended
+        self._highest_request = max(self._highest_request, sid)
+        if self._goaway_id is not None and sid >= self._goaway_id:
+            self._reject(sid, ErrorCode.H3_REQUEST_REJECTED, ended, now)
+            return
+        try:
+            req = parse_request_head(ev.headers)
+            if ended and req.content_length:
+                raise MalformedMessage("content-length without a body")
+            if req.authority is None and req.method != b"CONNECT":
+                # RFC 9114 section 4.3.1: https requests carry :authority or host.
+                raise MalformedMessage("missing :authority")
+        except MalformedMessage:
+            self._reject(sid, ErrorCode.H3_MESSAGE_ERROR, ended, now)
+            return
+        if req.size > self._limits.max_header_bytes:
+            self._refuse(sid, 431, ended)
+            return
+        method = req.method.decode("ascii")
+        if not self.handshake_complete and method not in EARLY_DATA_METHODS:
+            # 0-RTT data may be replayed: only safe methods are answered.
+            self._refuse(sid, 425, ended)
+            return
+        priority = DEFAULT_PRIORITY
+        rfc9218 = False
+        early = self._early_priorities.pop(sid, None)
+        if early is not None:
+            priority = parse_priority_field(early)
+            rfc9218 = True
+        elif req.priority_field is not None:
+            priority = parse_priority_field(req.priority_field)
+            rfc9218 = True
+        stream = Stream(priority, rfc9218, req.content_length)
+        stream.request_ended = ended
+        self._streams[sid] = stream
+        target = (req.authority if method == "CONNECT" else req.path) or b""
+        out.append(
+            RequestReceived(
+                stream_id=sid,
+                method=method,
+                target=target.decode("latin-1"),
+                headers=req.headers,
+                http_version="3",
+                scheme=req.scheme.decode("ascii") if req.scheme else "https",
+                authority=req.authority.decode("latin-1") if req.authority is not None else None,
+                priority=priority,
+                end_stream=ended,
+                expect_continue=req.expect_continue,
+            )
+        )
+        if ended:
+            out.append(EndOfRequest(sid))
+
+    def _on_data(self, ev: h3e.DataReceived, out: list[IncomingEvent]) -> None:
+        sid = ev.stream_id
+        data = ev.data
+        stream = self._streams.get(sid)
+        if stream is None or stream.request_ended:
+            if data:
+                self._quic.credit(sid, len(data))
+            return
+        stream.received += len(data)
+        if stream.expected_length is not None and stream.received > stream.expected_length:
+            self._stream_error(sid, stream, ErrorCode.H3_MESSAGE_ERROR, out)
+            return
+        if data:
+            stream.unacked += len(data)
+            out.append(BodyReceived(sid, data))
+        if ev.stream_ended:
+            self._on_request_end(sid, stream, out)
+
+    def _on_trailers(self, ev: Trailers, out: list[IncomingEvent]) -> None:
+        sid = ev.stream_id
+        stream = self._streams.get(sid)
+        if stream is None or stream.request_ended:
+            return
+        try:
+            check_trailers(ev.headers)
+        except MalformedMessage:
+            self._stream_error(sid, stream, ErrorCode.H3_MESSAGE_ERROR, out)
+            return
+        if ev.stream_ended:
+            self._on_request_end(sid, stream, out)
+
+    def _on_request_end(self, sid: int, stream: Stream, out: list[IncomingEvent]) -> None:
+        if stream.expected_length is not None and stream.received != stream.expected_length:
+            self._stream_error(sid, stream, ErrorCode.H3_MESSAGE_ERROR, out)
+            return
+        stream.request_ended = True
+        out.append(EndOfRequest(sid))
+        if stream.response_done:
+            self._forget(sid, stream)
+
+    def _stream_error(self, sid: int, stream: Stream, code: int, out: list[IncomingEvent]) -> None:
+        """A malformed request the application already has: reset both ways."""
+        self._abort_stream(sid, code, stop=not stream.request_ended)
+        self._drop(sid, stream)
+        out.append(StreamReset(sid, reason_from_code(code)))
+
+    def _on_peer_reset(
+        self, ev: qe.StreamReset | qe.StopSendingReceived, now: float, out: list[IncomingEvent]
+    ) -> None:
+        sid = ev.stream_id
+        if self._h3 is not None:
+            self._h3.handle_event(ev)
+        stream = self._streams.get(sid)
+        if type(ev) is qe.StreamReset:
+            if stream is None:
+                self._quic.release(sid, 0)
+                if self._h3 is not None:
+                    self._h3.forget(sid)
+                return
+            stream.request_ended = True
+        if stream is None:
+            return
+        if stream.response_done and type(ev) is qe.StreamReset:
+            self._forget(sid, stream)
+            return
+        # The client no longer wants the response (STOP_SENDING) or cancelled
+        # the request (RESET_STREAM): either way the application stops.
+        if not stream.request_ended:
+            self._stop(sid, ErrorCode.H3_REQUEST_CANCELLED)
+        self._quic.reset_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
+        self._drop(sid, stream)
+        out.append(StreamReset(sid, reason_from_code(ev.error_code)))
+        if self._resets.exceeded(now):
+            self._close_connection(ErrorCode.H3_EXCESSIVE_LOAD, "too many stream resets")
+
+    def _on_control_frame(
+        self, frame_type: int, payload: bytes, now: float, out: list[IncomingEvent]
+    ) -> None:
+        if frame_type == FrameType.GOAWAY:
+            # The client will open no more requests; those open finish.
+            return
+        if self._control_frames.exceeded(now):
+            self._close_connection(ErrorCode.H3_EXCESSIVE_LOAD, "too many control frames")
+            return
+        if frame_type != PRIORITY_UPDATE_REQUEST:
+            return  # no server push, so no push priorities to update
+        buf = Buffer(data=payload)
+        try:
+            sid = buf.pull_uint_var()
+        except BufferReadError:
+            self._close_connection(ErrorCode.H3_FRAME_ERROR, "malformed PRIORITY_UPDATE")
+            return
+        if sid % 4 != 0:
+            # RFC 9218 section 7.2: only client-initiated request streams.
+            self._close_connection(ErrorCode.H3_ID_ERROR, "PRIORITY_UPDATE for no request")
+            return
+        value = payload[buf.tell() :]
+        stream = self._streams.get(sid)
+        if stream is not None:
+            priority = parse_priority_field(value)
+            stream.rfc9218 = True
+            if priority != stream.priority:
+                stream.priority = priority
+                out.append(PriorityChanged(sid, priority))
+        elif sid > self._highest_request:
+            if len(self._early_priorities) < self._limits.max_concurrent_streams:
+                self._early_priorities[sid] = value
+
+    # -- events out --------------------------------------------------------------
+
+    def send(self, event: OutgoingEvent) -> None:
+        """Queue a response event; events for streams that are gone are dropped."""
+        if self.terminated or self._h3 is None:
+            return
+        if isinstance(event, PushPromise):
+            raise NotImplementedError("server push is not supported over HTTP/3")
+        sid = event.stream_id
+        stream = self._streams.get(sid)
+        if stream is None:
+            return
+        if isinstance(event, ResponseBody):
+            if not stream.response_started:
+                raise RuntimeError(f"ResponseBody before ResponseStart on stream {sid}")
+            if event.data:
+                stream.queue.append(event.data)
+                stream.queued += len(event.data)
+            if event.end_stream:
+                stream.closing = True
+        elif isinstance(event, ResponseStart):
+            if stream.response_started:
+                raise RuntimeError(f"second ResponseStart on stream {sid}")
+            stream.response_started = True
+            headers = response_head(
+                event.status, event.headers, server=self._server_header, date=self._date
+            )
+            self._h3.send_headers(sid, headers, end_stream=event.end_stream)
+            if event.end_stream:
+                self._response_done(sid, stream)
+        elif isinstance(event, ResponseEnd):
+            if not stream.response_started:
+                raise RuntimeError(f"ResponseEnd before ResponseStart on stream {sid}")
+            stream.closing = True
+        elif isinstance(event, ResetStream):
+            if event.reason is ResetReason.NO_ERROR:
+                # The response is complete; only the rest of the request is unwanted.
+                if not stream.request_ended:
+                    self._stop(sid, ErrorCode.H3_NO_ERROR)
+                    stream.request_ended = True
+                if stream.response_done:
+                    self._forget(sid, stream)
+                return
+            self._abort_stream(sid, _CODE_FOR_REASON[event.reason], stop=not stream.request_ended)
+            self._drop(sid, stream)
+        elif isinstance(event, InformationalResponse):
+            if not stream.response_started:
+                self._h3.send_headers(sid, response_head(event.status, event.headers))
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        if self._h3 is not None and not self.terminated:
+            self._pump()
+            if (
+                self._goaway_id is not None
+                and not self._closing
+                and not self._streams
+                and self._responses_delivered()
+            ):
+                self._close_connection(ErrorCode.H3_NO_ERROR, "")
+        return self._quic.datagrams_to_send(now)
+
+    def _pump(self) -> None:
+        """Hand queued response bytes to QUIC in RFC 9218 order, no more than
+        the congestion window can send now and the peer's windows accept."""
+        quic = self._quic
+        ready = [
+            (sid, s.priority)
+            for sid, s in self._streams.items()
+            if s.queue or (s.closing and not s.response_done)
+        ]
+        if not ready:
+            return
+        unsent = 0
+        for sid in self._streams:
+            qs = quic._streams.get(sid)
+            if qs is not None:
+                unsent += qs.sender._buffer_stop - qs.sender.highest_offset
+        loss = quic._loss
+        budget = (
+            min(
+                loss.congestion_window - loss.bytes_in_flight,
+                quic._remote_max_data - quic._remote_max_data_used,
+            )
+            - unsent
+        )
+        for group in write_order(ready):
+            if not group.incremental:
+                for sid in group.stream_ids:
+                    budget = self._feed(sid, budget, -1)
+                continue
+            ids = list(group.stream_ids)
+            while ids:
+                before = budget
+                ids = [s for s in ids if s in self._streams]
+                for sid in ids:
+                    budget = self._feed(sid, budget, INCREMENTAL_QUANTUM)
+                ids = [s for s in ids if s in self._streams and self._streams[s].queue]
+                if budget == before:
+                    break
+
+    def _feed(self, sid: int, budget: int, quantum: int) -> int:
+        """Move up to ``budget`` bytes (``quantum`` at most, if positive) of
+        the stream's queue into QUIC; the budget left."""
+        stream = self._streams.get(sid)
+        qs = self._quic._streams.get(sid)
+        h3 = self._h3
+        assert h3 is not None
+        if stream is None:
+            return budget
+        if qs is None:
+            self._drop(sid, stream)
+            return budget
+        room = min(budget, qs.max_stream_data_remote - qs.sender._buffer_stop)
+        if quantum > 0:
+            room = min(room, quantum + DATA_FRAME_OVERHEAD)
+        queue = stream.queue
+        while queue and room > DATA_FRAME_OVERHEAD:
+            chunk = queue[0]
+            size = room - DATA_FRAME_OVERHEAD
+            if len(chunk) <= size:
+                queue.popleft()
+                piece = chunk
+            else:
+                view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
+                piece = view[:size]
+                queue[0] = view[size:]
+            stream.queued -= len(piece)
+            last = stream.closing and not queue
+            h3.send_data(sid, bytes(piece), end_stream=last)
+            cost = len(piece) + DATA_FRAME_OVERHEAD
+            room -= cost
+            budget -= cost
+            if last:
+                self._response_done(sid, stream)
+                return budget
+        if stream.closing and not queue and not stream.response_done:
+            h3.send_data(sid, b"", end_stream=True)
+            self._response_done(sid, stream)
+        return budget
+
+    def _responses_delivered(self) -> bool:
+        """Every response stream's bytes are acknowledged (or reset)."""
+        for sid, qs in self._quic._streams.items():
+            if sid % 4 == 0 and not qs.sender.is_finished:
+                return False
+        return True
+
+    # -- credit ----------------------------------------------------------------
+
+    def buffered(self, stream_id: int) -> int:
+        """Response body bytes accepted by ``send`` and not yet given to QUIC."""
+        stream = self._streams.get(stream_id)
+        return stream.queued if stream is not None else 0
+
+    def acknowledge(self, stream_id: int, n: int) -> None:
+        """The application consumed ``n`` body bytes: give the client that much
+        stream and connection window back."""
+        stream = self._streams.get(stream_id)
+        if stream is None or self.terminated or n <= 0:
+            return
+        n = min(n, stream.unacked)
+        if n:
+            stream.unacked -= n
+            self._quic.credit(stream_id, n)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start_shutdown(self) -> None:
+        """GOAWAY: requests already received finish, later ones are
+        rejected; the connection closes with H3_NO_ERROR once they are done."""
+        if self._goaway_id is not None or self.terminated:
+            return
+        if self._h3 is None:
+            self._close_connection(ErrorCode.H3_NO_ERROR, "")
+            return
+        self._goaway_id = self._highest_request + 1 if self._highest_request >= 0 else 0
+        # Request stream IDs are multiples of 4: the first one not processed.
+        self._goaway_id += -self._goaway_id % 4
+        self._h3.send_goaway(self._goaway_id)
+
+    def close(self, reason: str = "") -> None:
+        """Close now (H3_NO_ERROR), dropping what is unsent."""
+        self._close_connection(ErrorCode.H3_NO_ERROR, reason)
+
+    def _close_connection(self, code: int, reason: str) -> None:
+        if self._closing or self.terminated:
+            return
+        self._closing = True
+        self._quic.close(error_code=code, reason_phrase=reason)
+
+    # -- stream endings --------------------------------------------------------------
+
+    def _response_done(self, sid: int, stream: Stream) -> None:
+        stream.response_done = True
+        if stream.request_ended:
+            self._forget(sid, stream)
+        else:
+            # Answered before the request ended: the rest is not needed.
+            self._stop(sid, ErrorCode.H3_NO_ERROR)
+            stream.request_ended = True
+            self._forget(sid, stream)
+
+    def _reject(self, sid: int, code: int, ended: bool, now: float) -> None:
+        """A request the application never sees."""
+        self._abort_stream(sid, code, stop=not ended)
+        self._quic.release(sid, 0)
+        if self._resets.exceeded(now):
+            self._close_connection(ErrorCode.H3_EXCESSIVE_LOAD, "too many rejected requests")
+
+    def _refuse(self, sid: int, status: int, ended: bool) -> None:
+        """Answer a request the application never sees (431, 425)."""
+        assert self._h3 is not None
+        headers = response_head(
+            status, [(b"content-length", b"0")], server=self._server_header, date=self._date
+        )
+        self._h3.send_headers(sid, headers, end_stream=True)
+        if not ended:
+            self._stop(sid, ErrorCode.H3_NO_ERROR)
+        self._quic.release(sid, 0)
+
+    def _abort_stream(self, sid: int, code: int, *, stop: bool) -> None:
+        try:
+            self._quic.reset_stream(sid, code)
+        except Exception:  # the stream is already gone from QUIC
+            pass
+        if stop:
+            self._stop(sid, code)
+
+    def _stop(self, sid: int, code: int) -> None:
+        try:
+            self._quic.stop_stream(sid, code)
+        except ValueError:  # already finished receiving
+            pass
+
+    def _drop(self, sid: int, stream: Stream) -> None:
+        stream.queue.clear()
+        stream.queued = 0
+        self._forget(sid, stream)
+
+    def _forget(self, sid: int, stream: Stream) -> None:
+        self._streams.pop(sid, None)
+        self._quic.release(sid, stream.raw)
+        if self._h3 is not None and stream.request_ended:
+            self._h3.forget(sid)

@@ -1,0 +1,101 @@
+"""aioquic's QuicConnection with receive windows that mean something.
+
+aioquic doubles a stream's MAX_STREAM_DATA and the connection's MAX_DATA as
+data *arrives*, so a handler that never reads its body would still let the
+client send without bound. Here a window only opens as the application
+consumes (``credit``): the same back-pressure as HTTP/2's WINDOW_UPDATE.
+Unidirectional streams (control, QPACK) are consumed as they arrive, so the
+adapter credits them at once and aioquic keeps raising their stream windows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aioquic.quic.connection import (
+    MAX_STREAM_DATA_FRAME_CAPACITY,
+    QuicConnection,
+    stream_is_unidirectional,
+)
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.stream import QuicStream
+
+
+class FlowControlledQuic(QuicConnection):
+    """A server QuicConnection whose request-stream and connection receive
+    windows are ``stream_window``/``connection_window`` beyond what the
+    application has consumed, and which lets ``max_streams`` request streams
+    be open at once."""
+
+    def __init__(
+        self, *, stream_window: int, connection_window: int, max_streams: int, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self._stream_window = stream_window
+        self._connection_window = connection_window
+        self._consumed = 0  # connection-level bytes consumed
+        self._stream_consumed: dict[int, int] = {}
+        limit = self._local_max_streams_bidi
+        limit.value = limit.sent = max_streams
+
+    def credit(self, stream_id: int, n: int) -> None:
+        """``n`` bytes received on ``stream_id`` were consumed: open the
+        stream's window (request streams) and the connection's by ``n``."""
+        if n <= 0:
+            return
+        self._consumed += n
+        max_data = self._local_max_data
+        max_data.value = max(max_data.value, self._consumed + self._connection_window)
+        if stream_is_unidirectional(stream_id):
+            return
+        consumed = self._stream_consumed.get(stream_id, 0) + n
+        self._stream_consumed[stream_id] = consumed
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.max_stream_data_local = max(
+                stream.max_stream_data_local, consumed + self._stream_window
+            )
+
+    def release(self, stream_id: int, received: int) -> None:
+        """The stream is over for the application: every byte it took of the
+        connection window (``received``, or the final size of a reset
+        stream) goes back to the connection."""
+        consumed = self._stream_consumed.pop(stream_id, 0)
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            received = max(received, stream.receiver.highest_offset)
+        n = received - consumed
+        if n > 0:
+            self._consumed += n
+            max_data = self._local_max_data
+            max_data.value = max(max_data.value, self._consumed + self._connection_window)
+
+    # -- aioquic hooks: never open a window on arrival ---------------------------
+
+    def _write_connection_limits(self, builder: QuicPacketBuilder, space: Any) -> None:
+        # aioquic doubles MAX_DATA once half is used; hide the use from it.
+        max_data = self._local_max_data
+        used = max_data.used
+        max_data.used = 0
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            max_data.used = used
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: Any, stream: QuicStream
+    ) -> None:
+        if stream.stream_id is None or stream_is_unidirectional(stream.stream_id):
+            super()._write_stream_limits(builder, space, stream)
+            return
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(stream.stream_id)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local

@@ -1,0 +1,268 @@
+"""The HTTP/3 adapter without sockets: aioquic's client QuicConnection and
+H3Connection exchange datagrams in memory with rawserve's H3Connection
+(tests/h3pair.py), and the tests assert on the events each side sees."""
+
+from __future__ import annotations
+
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import ErrorCode, encode_frame
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic.events import StopSendingReceived
+from aioquic.quic.events import StreamReset as QuicStreamReset
+
+from rawserve.core.config import Limits
+from rawserve.core.events import (
+    BodyReceived,
+    EndOfRequest,
+    PriorityChanged,
+    RequestReceived,
+    ResetReason,
+    ResponseBody,
+    ResponseStart,
+    StreamReset,
+)
+from rawserve.core.priority import Priority
+from rawserve.protocols.http3 import reason_from_code
+from rawserve.protocols.http3.h3 import PRIORITY_UPDATE_REQUEST, ControlReader
+from tests.h3pair import Pair
+
+GET = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"localhost"),
+    (b":path", b"/"),
+]
+
+
+def post(length: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost"),
+        (b":path", b"/upload"),
+        (b"content-length", b"%d" % length),
+    ]
+
+
+def open_request(pair: Pair, headers: list[tuple[bytes, bytes]], *, end: bool = True) -> int:
+    sid = pair.client.get_next_available_stream_id()
+    pair.h3.send_headers(sid, headers, end_stream=end)
+    pair.exchange()
+    return sid
+
+
+def resets_seen(pair: Pair) -> dict[int, int]:
+    return {e.stream_id: e.error_code for e in pair.quic_events if type(e) is QuicStreamReset}
+
+
+def stops_seen(pair: Pair) -> dict[int, int]:
+    return {e.stream_id: e.error_code for e in pair.quic_events if type(e) is StopSendingReceived}
+
+
+def priority_update(pair: Pair, sid: int, value: bytes) -> None:
+    control = pair.h3._local_control_stream_id
+    assert control is not None
+    payload = encode_uint_var(sid) + value
+    pair.client.send_stream_data(control, encode_frame(PRIORITY_UPDATE_REQUEST, payload))
+    pair.exchange()
+
+
+def test_a_get_becomes_a_request_and_its_response_reaches_the_client() -> None:
+    pair = Pair()
+    sid = open_request(pair, [*GET, (b"user-agent", b"t")])
+    events = pair.take()
+    assert [type(e) for e in events] == [RequestReceived, EndOfRequest]
+    req = events[0]
+    assert isinstance(req, RequestReceived)
+    assert (req.method, req.target, req.http_version, req.authority) == (
+        "GET",
+        "/",
+        "3",
+        "localhost",
+    )
+    assert req.headers == [(b"user-agent", b"t")]
+    assert pair.server is not None
+    pair.server.send(ResponseStart(sid, 200, [(b"content-type", b"text/plain")]))
+    pair.server.send(ResponseBody(sid, b"hello", end_stream=True))
+    pair.exchange()
+    heads = [e for e in pair.client_events if isinstance(e, HeadersReceived)]
+    body = b"".join(e.data for e in pair.client_events if isinstance(e, DataReceived))
+    assert dict(heads[0].headers)[b":status"] == b"200"
+    assert dict(heads[0].headers)[b"server"] == b"rawserve"
+    assert body == b"hello"
+    assert pair.server.open_streams == 0
+
+
+def test_bad_pseudo_headers_reset_the_stream_not_the_connection() -> None:
+    pair = Pair()
+    bad = [
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"x")],  # no :path
+        [*GET, (b":protocol", b"x")],  # unknown pseudo-header
+        [(b"x", b"1"), *GET],  # pseudo-header after a regular one
+        [*GET, (b":path", b"/again")],  # duplicate
+        [*GET, (b"connection", b"close")],  # connection-specific
+        [*GET[:3], (b":path", b"no-slash")],
+    ]
+    sids = [open_request(pair, headers) for headers in bad]
+    assert pair.take() == []
+    resets = resets_seen(pair)
+    assert {sid: resets.get(sid) for sid in sids} == {
+        sid: ErrorCode.H3_MESSAGE_ERROR for sid in sids
+    }
+    # The connection is still good for a valid request.
+    open_request(pair, GET)
+    assert [type(e) for e in pair.take()] == [RequestReceived, EndOfRequest]
+
+
+def test_a_request_without_authority_is_malformed() -> None:
+    pair = Pair()
+    sid = open_request(pair, [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/")])
+    assert pair.take() == []
+    assert resets_seen(pair)[sid] == ErrorCode.H3_MESSAGE_ERROR
+    # With a host field instead, it is fine (RFC 9114 section 4.3.1).
+    open_request(
+        pair, [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b"host", b"h")]
+    )
+    assert [type(e) for e in pair.take()] == [RequestReceived, EndOfRequest]
+
+
+def test_a_body_longer_than_content_length_resets_the_stream() -> None:
+    pair = Pair()
+    sid = open_request(pair, post(4), end=False)
+    pair.h3.send_data(sid, b"12345678", end_stream=True)
+    pair.exchange()
+    events = pair.take()
+    assert [type(e) for e in events] == [RequestReceived, StreamReset]
+    assert events[1] == StreamReset(sid, ResetReason.PROTOCOL_ERROR)
+    assert resets_seen(pair)[sid] == ErrorCode.H3_MESSAGE_ERROR
+
+
+def test_a_body_shorter_than_content_length_resets_the_stream() -> None:
+    pair = Pair()
+    sid = open_request(pair, post(10), end=False)
+    pair.h3.send_data(sid, b"123", end_stream=True)
+    pair.exchange()
+    assert [type(e) for e in pair.take()] == [RequestReceived, BodyReceived, StreamReset]
+    assert resets_seen(pair)[sid] == ErrorCode.H3_MESSAGE_ERROR
+
+
+def test_a_reset_mid_body_cancels_the_request() -> None:
+    pair = Pair()
+    sid = open_request(pair, post(100), end=False)
+    pair.h3.send_data(sid, b"x" * 10, end_stream=False)
+    pair.exchange()
+    pair.client.reset_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
+    pair.exchange()
+    events = pair.take()
+    assert [type(e) for e in events] == [RequestReceived, BodyReceived, StreamReset]
+    assert events[-1] == StreamReset(sid, ResetReason.CANCELLED)
+    assert pair.server is not None and pair.server.open_streams == 0
+
+
+def test_stop_sending_cancels_the_request() -> None:
+    pair = Pair()
+    sid = open_request(pair, GET)
+    pair.take()
+    pair.client.stop_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
+    pair.exchange()
+    assert pair.take() == [StreamReset(sid, ResetReason.CANCELLED)]
+
+
+def test_priority_update_before_its_request_sets_its_priority() -> None:
+    pair = Pair()
+    sid = pair.client.get_next_available_stream_id()
+    priority_update(pair, sid, b"u=0, i")
+    pair.h3.send_headers(sid, GET, end_stream=True)
+    pair.exchange()
+    req = pair.take()[0]
+    assert isinstance(req, RequestReceived)
+    assert req.priority == Priority(0, True)
+
+
+def test_priority_update_after_its_request_reprioritizes_it() -> None:
+    pair = Pair()
+    sid = open_request(pair, [*GET, (b"priority", b"u=5")])
+    req = pair.take()[0]
+    assert isinstance(req, RequestReceived) and req.priority == Priority(5, False)
+    priority_update(pair, sid, b"u=1")
+    assert pair.take() == [PriorityChanged(sid, Priority(1, False))]
+
+
+def test_request_body_credit_returns_only_as_the_application_consumes() -> None:
+    limits = Limits(initial_window_bytes=16 * 1024, connection_window_bytes=64 * 1024)
+    pair = Pair(limits)
+    size = 200 * 1024
+    sid = open_request(pair, post(size), end=False)
+    pair.h3.send_data(sid, b"x" * size, end_stream=True)
+    pair.exchange()
+    received = sum(len(e.data) for e in pair.take() if isinstance(e, BodyReceived))
+    # Nothing read: the client is held to the stream window.
+    assert 0 < received <= limits.initial_window_bytes
+    assert pair.server is not None
+    total = received
+    for _ in range(100):
+        pair.server.acknowledge(sid, received)
+        pair.exchange()
+        events = pair.take()
+        received = sum(len(e.data) for e in events if isinstance(e, BodyReceived))
+        assert received <= limits.initial_window_bytes
+        total += received
+        if any(isinstance(e, EndOfRequest) for e in events):
+            break
+    assert total == size
+
+
+def test_a_client_that_stops_reading_holds_at_most_a_window_in_quic() -> None:
+    pair = Pair()
+    sid = open_request(pair, GET)
+    pair.take()
+    server = pair.server
+    assert server is not None
+    server.send(ResponseStart(sid, 200))
+    chunk = 64 * 1024
+    limit = server._limits.write_buffer_bytes
+    sent = 0
+    # The client's datagrams stop: nothing it receives is acknowledged.
+    for _ in range(200):
+        while server.buffered(sid) <= limit:
+            server.send(ResponseBody(sid, b"x" * chunk))
+            sent += chunk
+        for _data in server.datagrams_to_send(pair.now):
+            pass  # lost
+        pair.now += 0.01
+        server.handle_timer(pair.now)
+    assert server.buffered(sid) <= limit + chunk
+    qs = server._quic._streams[sid]
+    in_quic = qs.sender._buffer_stop - qs.sender._buffer_start
+    # QUIC holds no more than the client's stream window allows (1 MiB here).
+    assert in_quic <= pair.client._local_max_stream_data_bidi_local + 1024
+    assert sent < 3 * 1024 * 1024
+
+
+def test_reset_codes_map_to_reasons() -> None:
+    assert reason_from_code(ErrorCode.H3_REQUEST_CANCELLED) is ResetReason.CANCELLED
+    assert reason_from_code(ErrorCode.H3_REQUEST_REJECTED) is ResetReason.REFUSED
+    assert reason_from_code(ErrorCode.H3_EXCESSIVE_LOAD) is ResetReason.EXCESSIVE_LOAD
+    assert reason_from_code(ErrorCode.H3_MESSAGE_ERROR) is ResetReason.PROTOCOL_ERROR
+    assert reason_from_code(0x21) is ResetReason.CANCELLED  # a reserved code
+
+
+def test_control_reader_finds_priority_updates_fed_whole_or_byte_by_byte() -> None:
+    frames = (
+        encode_uint_var(0)  # control stream type
+        + encode_frame(0x4, b"")  # SETTINGS
+        + encode_frame(0x21, b"grease")
+        + encode_frame(PRIORITY_UPDATE_REQUEST, encode_uint_var(4) + b"u=2")
+        + encode_frame(0x7, encode_uint_var(0))  # GOAWAY
+    )
+    whole = ControlReader().feed(2, frames)
+    reader = ControlReader()
+    by_byte = []
+    by_byte += reader.feed(2, frames[:1])
+    for i in range(1, len(frames)):
+        by_byte += reader.feed(2, frames[i : i + 1])
+    expected = [(PRIORITY_UPDATE_REQUEST, encode_uint_var(4) + b"u=2"), (0x7, b"\x00")]
+    assert whole == expected
+    assert by_byte == expected
+    # Another unidirectional stream (QPACK) is not read.
+    assert ControlReader().feed(6, encode_uint_var(2) + frames[1:]) == []
