@@ -28,21 +28,60 @@ __all__ = ["TestClient"]
 _START_TIMEOUT_S = 30.0
 
 
-class _NoLifespan:
-    """The app without startup/shutdown: outside ``with``, FastAPI's client
-    serves requests without running the lifespan, and so does this one."""
+class _Pending:
+    """Counts responses whose background work (background tasks, the exit of
+    yield-dependencies) has not finished, so that a call returns only after
+    it has: starlette's in-process client finishes it before returning, and
+    FastAPI users' tests read what a background task wrote right after."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def track(self, response: Any) -> None:
+        background = getattr(response, "background", None)
+        if background is None:
+            return
+        with self._idle:
+            self._count += 1
+
+        async def run_then_signal() -> None:
+            try:
+                await background()
+            finally:
+                with self._idle:
+                    self._count -= 1
+                    self._idle.notify_all()
+
+        response.background = run_then_signal
+
+    def wait_idle(self, timeout_s: float) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._count == 0, timeout_s)
+
+
+class _TestApp:
+    """The app as the test server sees it: responses tracked by ``_Pending``,
+    and, outside ``with``, no startup/shutdown (FastAPI's client serves
+    requests without running the lifespan then, and so does this one)."""
+
+    def __init__(self, app: Any, pending: _Pending, lifespan: bool) -> None:
         self._app = app
+        self._pending = pending
+        self._lifespan = lifespan
 
     async def handle(self, request: Any) -> Any:
-        return await self._app.handle(request)
+        response = await self._app.handle(request)
+        self._pending.track(response)
+        return response
 
     async def startup(self) -> None:
-        return None
+        if self._lifespan:
+            await self._app.startup()
 
     async def shutdown(self) -> None:
-        return None
+        if self._lifespan:
+            await self._app.shutdown()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._app, name)
@@ -103,6 +142,11 @@ class _ServerThread:
 
     def stop_quietly(self) -> None:
         """For a client that was never closed: at garbage collection or exit."""
+        if threading.current_thread() is self.thread:
+            # Collected on the server's own thread: it cannot join itself.
+            if self._stop is not None:
+                self._stop.set()
+            return
         try:
             self.stop()
         except BaseException:  # nobody is left to report it to
@@ -153,49 +197,54 @@ class TestClient:
         self.base_url = base_url
         self.raise_server_exceptions = raise_server_exceptions
         self._config = config or Config(host="127.0.0.1", http_port=0, port=-1, quic_port=0)
-        self._server: _ServerThread | None = None
-        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._timeout_s = timeout
+        self._pending = _Pending()
         self._catcher = _ErrorCatcher()
         self._entered = False
         self._client = httpx.Client(
             base_url=base_url + root_path,
-            transport=_transport(self),
+            transport=_transport(weakref.ref(self)),
             cookies=cookies,
             headers={"user-agent": "testclient", **(headers or {})},
             follow_redirects=follow_redirects,
             timeout=timeout,
         )
+        # What a client dropped without close() must still release: the
+        # server thread and the pooled sockets (no ResourceWarning). Nothing
+        # in here refers back to this object, so it can be collected.
+        self._resources = _Resources(self._client)
+        self._finalizer = weakref.finalize(self, self._resources.close_quietly)
+
+    @property
+    def _server(self) -> _ServerThread | None:
+        return self._resources.server
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def _start(self, app: Any) -> _ServerThread:
-        server = _ServerThread(app, self._config)
+    def _start(self, lifespan: bool) -> _ServerThread:
+        server = _ServerThread(_TestApp(self.app, self._pending, lifespan), self._config)
         logging.getLogger("rawserve").addHandler(self._catcher)
         self._catcher.thread_id = None
-        self._server = server
+        self._resources.server = server
         try:
             server.start()
         except BaseException:
-            self._server = None
+            self._resources.server = None
             logging.getLogger("rawserve").removeHandler(self._catcher)
             raise
         self._catcher.thread_id = server.thread.ident
-        # A client dropped without close() must not leave a server thread behind.
-        self._finalizer = weakref.finalize(self, server.stop_quietly)
         return server
 
     def _ensure_server(self) -> _ServerThread:
-        if self._server is None:
-            return self._start(_NoLifespan(self.app))
-        return self._server
+        server = self._resources.server
+        if server is None:
+            return self._start(lifespan=False)
+        return server
 
     def _stop(self) -> None:
-        server, self._server = self._server, None
+        server, self._resources.server = self._resources.server, None
         if server is None:
             return
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
         try:
             server.stop()
         finally:
@@ -204,7 +253,7 @@ class TestClient:
     def __enter__(self) -> TestClient:
         if self._server is not None:
             self._stop()  # a lazily started server without lifespan
-        self._start(self.app)
+        self._start(lifespan=True)
         self._entered = True
         return self
 
@@ -220,6 +269,7 @@ class TestClient:
     def close(self) -> None:
         self._stop()
         self._client.close()
+        self._finalizer.detach()
 
     @property
     def port(self) -> int:
@@ -230,6 +280,7 @@ class TestClient:
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         response = self._client.request(method, url, **kwargs)
+        self._pending.wait_idle(self._timeout_s)
         self._raise_server_exception()
         return response
 
@@ -258,6 +309,7 @@ class TestClient:
     def stream(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
         with self._client.stream(method, url, **kwargs) as response:
             yield response
+        self._pending.wait_idle(self._timeout_s)
         self._raise_server_exception()
 
     def _raise_server_exception(self) -> None:
@@ -274,7 +326,21 @@ class TestClient:
         return getattr(self._client, name)
 
 
-def _transport(client: TestClient) -> httpx.BaseTransport:
+class _Resources:
+    """The test server and the HTTP client of one TestClient."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+        self.server: _ServerThread | None = None
+
+    def close_quietly(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop_quietly()
+        self.client.close()
+
+
+def _transport(ref: weakref.ref[TestClient]) -> httpx.BaseTransport:
     import httpx
 
     class _Transport(httpx.BaseTransport):
@@ -285,6 +351,9 @@ def _transport(client: TestClient) -> httpx.BaseTransport:
             self._inner = httpx.HTTPTransport()
 
         def handle_request(self, request: httpx.Request) -> httpx.Response:
+            client = ref()
+            if client is None:
+                raise RuntimeError("the TestClient is gone")
             server = client._ensure_server()
             url = request.url.copy_with(scheme="http", host="127.0.0.1", port=server.port)
             forwarded = httpx.Request(

@@ -3,12 +3,16 @@ lifespan runs only inside ``with``; server-side exceptions reach the test."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import threading
 from typing import Any
 
 import httpx
 import pytest
 
+from rawserve import BackgroundTasks, Depends, RawServe
 from rawserve.requests import Request
 from rawserve.responses import (
     JSONResponse,
@@ -18,6 +22,7 @@ from rawserve.responses import (
     StreamingResponse,
 )
 from rawserve.testclient import TestClient
+from tests.conftest import ROOT
 
 
 class EchoApp:
@@ -179,6 +184,7 @@ def test_is_an_httpx_client_lookalike() -> None:
         client.close()
 
 
+@pytest.mark.filterwarnings("ignore:on_event is deprecated:DeprecationWarning")
 def test_with_a_rawserve_app_like_fastapis_client() -> None:
     from rawserve.applications import RawServe
 
@@ -215,3 +221,68 @@ def test_with_a_rawserve_app_like_fastapis_client() -> None:
         r = client.get("/fail")
         assert r.status_code == 500
         assert "missing thing" not in r.text
+
+
+def test_background_tasks_have_finished_when_a_call_returns() -> None:
+    app = RawServe()
+    written: list[int] = []
+    closed: list[int] = []
+
+    async def slow_write(n: int) -> None:
+        # Yield to the loop several times, so that the response is long gone
+        # before the task ends: the client must wait for it anyway.
+        for _ in range(20):
+            await asyncio.sleep(0)
+        written.append(n)
+
+    async def session() -> Any:
+        yield "s"
+        closed.append(1)
+
+    @app.post("/write/{n}")
+    async def write(n: int, tasks: BackgroundTasks, s: str = Depends(session)) -> dict[str, int]:
+        tasks.add_task(slow_write, n)
+        tasks.add_task(lambda: written.append(-n))  # a sync task, run in a thread
+        return {"queued": n}
+
+    client = TestClient(app)
+    for n in range(1, 21):
+        assert client.post(f"/write/{n}").json() == {"queued": n}
+        assert written[-2:] == [n, -n]
+        assert len(closed) == n  # the yield-dependency's exit ran too
+    with client.stream("POST", "/write/99") as r:
+        r.read()
+    assert written[-2:] == [99, -99]
+    client.close()
+
+
+def test_a_client_never_closed_leaves_no_open_socket() -> None:
+    # FastAPI's own tests run with -W error: a socket left to the garbage
+    # collector is a ResourceWarning, and then an error.
+    program = (
+        "import gc\n"
+        "from rawserve import RawServe\n"
+        "from rawserve.testclient import TestClient\n"
+        "app = RawServe()\n"
+        "@app.get('/')\n"
+        "def root():\n"
+        "    return {'ok': True}\n"
+        "def use():\n"
+        "    client = TestClient(app)\n"
+        "    assert client.get('/').json() == {'ok': True}\n"
+        "    assert client.get('/').json() == {'ok': True}\n"
+        "use()\n"
+        "gc.collect()\n"
+        "kept = TestClient(app)\n"  # still referenced at exit: closed at exit
+        "assert kept.get('/').status_code == 200\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-X", "dev", "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ResourceWarning" not in out.stderr
+    assert "Exception ignored" not in out.stderr
