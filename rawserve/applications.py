@@ -5,8 +5,8 @@ behind one coroutine the stream driver calls for every request,
 Layers, outermost first, as in starlette: user middleware (the last added
 runs first) around the exception handlers around the router. An exception no
 handler claims becomes a 500 outside the middleware, logged with its
-traceback on ``rawserve.applications``; the client sees only
-``{"detail": "Internal Server Error"}``.
+traceback on ``rawserve.applications``; the client sees only the plain
+text ``Internal Server Error``, as from FastAPI.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import logging
 import traceback
+import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -22,25 +23,24 @@ from urllib.parse import unquote
 from rawserve.core.errors import BodyTooLarge, ClientDisconnected
 from rawserve.core.priority import DEFAULT_PRIORITY, Priority
 from rawserve.datastructures import State
-from rawserve.encoders import jsonable_encoder
-from rawserve.exception_handlers import server_error_response
+from rawserve.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+    server_error_response,
+)
 from rawserve.exceptions import HTTPException, RequestValidationError
 from rawserve.requests import JSONDecodeError, Request
 from rawserve.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from rawserve.routing import (
     DEFAULT_JSON,
     DEFAULT_TRUE,
+    ON_EVENT_DEPRECATED,
     APIRoute,
     APIRouter,
     RouteTable,
-    body_allowed,
 )
 
-__all__ = [
-    "RawServe",
-    "http_exception_handler",
-    "request_validation_exception_handler",
-]
+__all__ = ["RawServe"]
 
 log = logging.getLogger("rawserve.applications")
 
@@ -49,54 +49,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 ExceptionHandler = Callable[[Request, Any], Any]
 
 
-# -- default exception handlers (FastAPI's) ---------------------------------------------
-
-
-async def http_exception_handler(request: Request, exc: HTTPException) -> Response:
-    headers = getattr(exc, "headers", None)
-    if not body_allowed(exc.status_code):
-        return Response(status_code=exc.status_code, headers=headers)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
-
-
-def _jsonable_ctx(value: Any) -> Any:
-    # FastAPI runs the errors through jsonable_encoder, which renders an
-    # exception (pydantic's ``ctx.error``) as {}.
-    if isinstance(value, BaseException):
-        return {}
-    if isinstance(value, dict):
-        return {k: _jsonable_ctx(v) for k, v in value.items()}
-    return value
-
-
-def _jsonable_input(value: Any) -> Any:
-    try:
-        return jsonable_encoder(value)
-    except Exception:
-        # An input JSON cannot carry (an UploadFile, say) must not turn the
-        # 422 into a 500.
-        return repr(value)
-
-
-def _error_list(errors: Sequence[Any]) -> list[Any]:
-    out = []
-    for err in errors:
-        if isinstance(err, dict):
-            err = dict(err)
-            if "loc" in err:
-                err["loc"] = list(err["loc"])
-            if "input" in err:
-                err["input"] = _jsonable_input(err["input"])
-            if "ctx" in err:
-                err["ctx"] = _jsonable_input(_jsonable_ctx(err["ctx"]))
-        out.append(err)
-    return out
-
-
-async def request_validation_exception_handler(
-    request: Request, exc: RequestValidationError
-) -> Response:
-    return JSONResponse({"detail": _error_list(exc.errors())}, status_code=422)
+# -- rawserve's own exception handlers ---------------------------------------------
 
 
 async def _body_too_large(request: Request, exc: BodyTooLarge) -> Response:
@@ -277,7 +230,14 @@ class RawServe:
         return self.router.url_path_for(name, **path_params)
 
     def on_event(self, event_type: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
-        return self.router.on_event(event_type)
+        """Deprecated, as in FastAPI: use ``lifespan``."""
+        warnings.warn(ON_EVENT_DEPRECATED, DeprecationWarning, stacklevel=2)
+
+        def decorator(func: DecoratedCallable) -> DecoratedCallable:
+            self.router.add_event_handler(event_type, func)
+            return func
+
+        return decorator
 
     def add_event_handler(self, event_type: str, func: Callable[[], Any]) -> None:
         self.router.add_event_handler(event_type, func)

@@ -6,7 +6,23 @@ import http
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["HTTPException", "RequestValidationError", "ResponseValidationError"]
+__all__ = [
+    "FastAPIDeprecationWarning",
+    "FastAPIError",
+    "HTTPException",
+    "RequestValidationError",
+    "ResponseValidationError",
+]
+
+
+class FastAPIError(RuntimeError):
+    """A mistake in the program, found when it is built (an invalid response
+    model, say): FastAPI's name, so ``except FastAPIError`` moves over."""
+
+
+class FastAPIDeprecationWarning(UserWarning):
+    """A deprecation users should see: a UserWarning, because Python hides
+    DeprecationWarning outside ``__main__`` (FastAPI's reason too)."""
 
 
 class HTTPException(Exception):

@@ -9,11 +9,14 @@ the least work: look up, bind, call, serialize.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import enum
+import inspect
 import json
-from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar, get_args, get_origin
 
 import orjson
 
@@ -22,13 +25,18 @@ from rawserve.concurrency import run_sync
 from rawserve.convertors import StringConvertor, compile_path
 from rawserve.core.errors import BodyTooLarge, ClientDisconnected
 from rawserve.core.priority import Priority
-from rawserve.dependencies.models import ASYNC, ASYNC_GEN, GEN, Dependant, Field
+from rawserve.dependencies.models import ASYNC, ASYNC_GEN, GEN, Dependant, Field, call_kind
 from rawserve.dependencies.solving import SolveContext, extract_form, solve
 from rawserve.dependencies.utils import get_dependant, should_embed
-from rawserve.encoders import jsonable_encoder
-from rawserve.exceptions import HTTPException, RequestValidationError, ResponseValidationError
+from rawserve.encoders import dumps, jsonable_encoder
+from rawserve.exceptions import (
+    FastAPIError,
+    HTTPException,
+    RequestValidationError,
+    ResponseValidationError,
+)
 from rawserve.params import DependsParam
-from rawserve.responses import JSONResponse, Response
+from rawserve.responses import JSONResponse, Response, StreamingResponse
 from rawserve.validation.annotations import lenient_issubclass, strip_annotated
 from rawserve.validation.builder import needs_pydantic, type_hints
 from rawserve.validation.errors import prefix_errors
@@ -43,6 +51,12 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# FastAPI's words (its on_event is marked @deprecated).
+ON_EVENT_DEPRECATED = (
+    "on_event is deprecated, use lifespan event handlers instead. Read more about it in "
+    "the FastAPI docs for Lifespan Events: https://fastapi.tiangolo.com/advanced/events/"
+)
 DecoratedCallable = TypeVar("DecoratedCallable", bound=Callable[..., Any])
 
 
@@ -217,18 +231,19 @@ class _AfterResponse:
     """Runs the response's background tasks, then closes the request's
     yield-dependencies: FastAPI's order (cleanup after the response is sent)."""
 
-    __slots__ = ("background", "stack")
+    __slots__ = ("background", "stacks")
 
-    def __init__(self, background: BackgroundTask | None, stack: Any) -> None:
+    def __init__(self, background: BackgroundTask | None, stacks: list[Any]) -> None:
         self.background = background
-        self.stack = stack
+        self.stacks = stacks
 
     async def __call__(self) -> None:
         try:
             if self.background is not None:
                 await self.background()
         finally:
-            await self.stack.aclose()
+            for stack in self.stacks:
+                await stack.aclose()
 
 
 class APIRoute:
@@ -294,6 +309,9 @@ class APIRoute:
         self.strict_content_type = bool(_value_or_default(strict_content_type))
         self.response_model_arg = response_model
         self.kwargs: dict[str, Any] = dict(extra)
+        # A path operation that yields streams what it yields (FastAPI 0.134):
+        # JSON Lines, or the chunks themselves with a StreamingResponse class.
+        self.is_stream = not raw and call_kind(endpoint) in (GEN, ASYNC_GEN)
         self.response_model = self._response_model(response_model, extra)
         self.dependant = self._build_dependant()
         flat = self.dependant.flat_body()
@@ -312,10 +330,6 @@ class APIRoute:
         if dep is None:
             dep = Dependant(self.endpoint)
             dep.request_name = "request"
-        if dep.kind in (GEN, ASYNC_GEN):
-            raise TypeError(
-                f"{self.name}: generator handlers are not supported; return a StreamingResponse"
-            )
         # Route-level dependencies run first, their values discarded.
         extra = [
             get_dependant(
@@ -335,20 +349,25 @@ class APIRoute:
             # FastAPI validates against any return annotation; only one that
             # filters (a model or dataclass inside) changes the result, so only
             # those pay for validation here.
+            if ret is not None and self.is_stream:
+                ret = _stream_item_type(ret)
             if ret is not None and not lenient_issubclass(ret, Response) and needs_pydantic(ret):
                 model = ret
         if model is None or pydantic_module() is None:
             return None
         if not body_allowed(self.status_code):
             raise ValueError(f"status code {self.status_code} must not have a response body")
-        if explicit:
-            return _ResponseModel(model, extra)
         try:
             return _ResponseModel(model, extra)
-        except Exception:
-            # A return annotation pydantic cannot build a schema for (a union
-            # with a Response, say) is documentation, not a contract.
-            return None
+        except Exception as exc:
+            raise FastAPIError(
+                f"Invalid args for response field! Hint: check that {model} is a valid "
+                "Pydantic field type. If you are using a return type annotation that is not "
+                "a valid Pydantic field (e.g. Union[Response, dict, None]) you can disable "
+                "generating the response model from the type annotation with the path "
+                "operation decorator parameter response_model=None. Read more: "
+                "https://fastapi.tiangolo.com/tutorial/response-model/"
+            ) from exc
 
     def _fast_json(self, flat: list[Field]) -> Callable[[bytes], Any] | None:
         if self.embed or len(flat) != 1 or self.is_form:
@@ -387,6 +406,8 @@ class APIRoute:
         """Bind, call, serialize. Raises HTTPException, RequestValidationError
         and whatever the handler raises; the app turns them into responses."""
         if self._trivial and not self.dependant.request_name:
+            if self.is_stream:
+                return self._stream(self.endpoint(), None)
             raw = await self.endpoint() if self.is_coroutine else await run_sync(self.endpoint, {})
             return self._serialize(raw, None)
         ctx = SolveContext(request, overrides, self.embed)
@@ -402,18 +423,29 @@ class APIRoute:
                 values = await solve(self.dependant, ctx)
                 if ctx.errors:
                     raise RequestValidationError(ctx.errors, body=ctx.body)
-            if self.is_coroutine:
-                raw = await self.endpoint(**values)
+            if self.is_stream:
+                response = self._stream(self.endpoint(**values), ctx)
             else:
-                raw = await run_sync(self.endpoint, values)
-            response = self._serialize(raw, ctx)
+                if self.is_coroutine:
+                    raw = await self.endpoint(**values)
+                else:
+                    raw = await run_sync(self.endpoint, values)
+                response = self._serialize(raw, ctx)
         except BaseException as exc:
             await _unwind(ctx, exc)
             raise
+        stacks = []
         if ctx.function_stack is not None:
-            await ctx.function_stack.aclose()
+            if self.is_stream:
+                # The function has not run yet: its dependencies stay open
+                # until the stream has ended.
+                stacks.append(ctx.function_stack)
+            else:
+                await ctx.function_stack.aclose()
         if ctx.stack is not None:
-            response.background = BackgroundTask(_AfterResponse(response.background, ctx.stack))
+            stacks.append(ctx.stack)
+        if stacks:
+            response.background = BackgroundTask(_AfterResponse(response.background, stacks))
         return response
 
     async def _read_body(self, request: Any, ctx: SolveContext) -> None:
@@ -479,9 +511,70 @@ class APIRoute:
             response.raw_headers().extend(sub.raw_headers())
         return response
 
+    def _stream(self, content: Any, ctx: SolveContext | None) -> Response:
+        """The response to a path operation that yields."""
+        sub = ctx.response if ctx is not None else None
+        status = self.status_code or 200
+        if sub is not None and sub.status_code:
+            status = sub.status_code
+        background = ctx.background if ctx is not None else None
+        response: Response
+        if not self.default_json and lenient_issubclass(self.response_class, StreamingResponse):
+            response = self.response_class(content, status_code=status, background=background)
+        else:
+            rm = self.response_model
+            encode = rm.json if rm is not None else dumps
+            lines = _json_lines_async if inspect.isasyncgen(content) else _json_lines
+            response = StreamingResponse(
+                lines(content, encode),
+                status_code=status,
+                media_type="application/jsonl",
+                background=background,
+            )
+        if sub is not None:
+            response.raw_headers().extend(sub.raw_headers())
+        return response
+
     def __repr__(self) -> str:
         methods = ", ".join(sorted(self.methods))
         return f"{type(self).__name__}(path={self.path!r}, name={self.name!r}, methods=[{methods}])"
+
+
+_STREAM_ORIGINS = frozenset(
+    {
+        collections.abc.AsyncIterable,
+        collections.abc.AsyncIterator,
+        collections.abc.AsyncGenerator,
+        collections.abc.Iterable,
+        collections.abc.Iterator,
+        collections.abc.Generator,
+    }
+)
+
+
+def _stream_item_type(annotation: Any) -> Any:
+    """``Item`` from ``AsyncIterable[Item]`` (or any iterator/generator
+    spelling); None when the annotation does not say."""
+    if get_origin(annotation) in _STREAM_ORIGINS:
+        args = get_args(annotation)
+        return args[0] if args else None
+    return None
+
+
+def _json_lines(items: Any, encode: Callable[[Any], bytes]) -> Iterator[bytes]:
+    try:
+        for item in items:
+            yield encode(item) + b"\n"
+    finally:
+        items.close()
+
+
+async def _json_lines_async(items: Any, encode: Callable[[Any], bytes]) -> AsyncIterator[bytes]:
+    try:
+        async for item in items:
+            yield encode(item) + b"\n"
+    finally:
+        await items.aclose()
 
 
 async def _unwind(ctx: SolveContext, exc: BaseException) -> None:
@@ -784,6 +877,9 @@ class APIRouter:
             raise ValueError(f"event_type must be 'startup' or 'shutdown', not {event_type!r}")
 
     def on_event(self, event_type: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        """Deprecated, as in FastAPI: use ``lifespan``."""
+        warnings.warn(ON_EVENT_DEPRECATED, DeprecationWarning, stacklevel=2)
+
         def decorator(func: DecoratedCallable) -> DecoratedCallable:
             self.add_event_handler(event_type, func)
             return func

@@ -40,7 +40,7 @@ from rawserve import (
 from rawserve.core.errors import ClientDisconnected
 from rawserve.core.events import RequestReceived
 from rawserve.core.priority import DEFAULT_PRIORITY, Priority
-from rawserve.exceptions import RequestValidationError
+from rawserve.exceptions import FastAPIError, RequestValidationError
 from rawserve.serving.body import BodyStream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,7 +269,9 @@ async def test_unhandled_exception_is_500_without_traceback(
     with caplog.at_level(logging.ERROR, logger="rawserve"):
         r = await call(app, "GET", "/boom")
     assert r.status == 500
-    assert r.json() == {"detail": "Internal Server Error"}
+    # FastAPI's (starlette's) 500: plain text, not JSON.
+    assert r.text == "Internal Server Error"
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
     assert "secret" not in r.text and "Traceback" not in r.text
     record = next(rec for rec in caplog.records if rec.exc_info)
     assert isinstance(record.exc_info[1], RuntimeError)  # type: ignore[index]
@@ -555,18 +557,21 @@ async def test_a_return_value_the_response_model_rejects_is_500() -> None:
         return {"username": "only"}
 
     r = await call(app, "GET", "/bad")
-    assert (r.status, r.json()) == (500, {"detail": "Internal Server Error"})
+    assert (r.status, r.text) == (500, "Internal Server Error")
 
 
-async def test_a_return_annotation_pydantic_cannot_model_is_ignored() -> None:
+async def test_a_return_annotation_pydantic_cannot_model_raises_fastapi_error() -> None:
     app = RawServe()
 
-    @app.get("/either")
     async def either(raw: bool = False) -> UserOut | Response:
         if raw:
             return Response(b"raw")
         return UserOut(username="u", email="e")
 
+    # FastAPI refuses it when the route is made, and says to add response_model=None.
+    with pytest.raises(FastAPIError, match="response_model=None"):
+        app.get("/either")(either)
+    app.get("/either", response_model=None)(either)
     assert (await call(app, "GET", "/either")).json()["username"] == "u"
     assert (await call(app, "GET", "/either?raw=1")).body == b"raw"
 
@@ -694,6 +699,7 @@ def test_asgi_middleware_classes_are_refused_clearly() -> None:
 # -- lifespan -----------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:on_event is deprecated:DeprecationWarning")
 async def test_lifespan_and_event_handlers_order() -> None:
     order: list[str] = []
 
@@ -754,6 +760,7 @@ async def test_lifespan_as_a_plain_async_generator_and_constructor_handlers() ->
     assert order == ["up", "on_startup", "on_shutdown", "down"]
 
 
+@pytest.mark.filterwarnings("ignore:on_event is deprecated:DeprecationWarning")
 async def test_a_failing_startup_leaves_the_lifespan() -> None:
     order: list[str] = []
 
@@ -850,3 +857,56 @@ async def test_streaming_response_from_a_sync_generator() -> None:
 
     r = await call(app, "GET", "/lines")
     assert r.text == "0\n1\n2\n"
+
+
+# -- what FastAPI does that a program may notice ------------------------------------------
+
+
+def test_on_event_warns_deprecation_as_fastapi_does() -> None:
+    app = RawServe()
+    router = APIRouter()
+    with pytest.warns(DeprecationWarning, match="lifespan"):
+
+        @app.on_event("startup")
+        def up() -> None:
+            return None
+
+    with pytest.warns(DeprecationWarning, match="lifespan"):
+
+        @router.on_event("shutdown")
+        def down() -> None:
+            return None
+
+    assert app.router.on_startup == [up]
+    assert router.on_shutdown == [down]
+
+
+@pytest.mark.skipif(pydantic is None, reason="needs pydantic")
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"username=u&email=e"),
+        ("text/plain", b"not json"),
+    ],
+)
+async def test_a_body_that_is_not_json_gets_fastapis_model_attributes_422(
+    content_type: str, body: bytes
+) -> None:
+    app = RawServe()
+
+    @app.post("/users")
+    async def create(user: UserOut) -> UserOut:
+        return user
+
+    r = await call(app, "POST", "/users", headers={"content-type": content_type}, body=body)
+    assert r.status == 422
+    assert r.json() == {
+        "detail": [
+            {
+                "type": "model_attributes_type",
+                "loc": ["body"],
+                "msg": "Input should be a valid dictionary or object to extract fields from",
+                "input": body.decode(),
+            }
+        ]
+    }

@@ -4,12 +4,23 @@ first-registered-wins order, routers and their inclusion."""
 # No ``from __future__ import annotations``: handlers defined inside tests
 # refer to local names in their annotations, which must evaluate eagerly.
 
+import json
+import threading
 import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from rawserve import APIRouter, Depends, HTMLResponse, RawServe, Request, Response
+from rawserve import (
+    APIRouter,
+    Depends,
+    HTMLResponse,
+    RawServe,
+    Request,
+    Response,
+    StreamingResponse,
+)
 from rawserve.core.priority import Priority
 from rawserve.routing import APIRoute, Match, RouteTable
 from tests.test_app import call
@@ -291,11 +302,83 @@ def test_fastapi_keyword_arguments_are_accepted() -> None:
     )
 
 
-def test_generator_handlers_are_refused() -> None:
+async def test_a_path_operation_that_yields_objects_streams_json_lines() -> None:
     app = RawServe()
 
-    async def gen() -> Any:
-        yield 1
+    @app.get("/items")
+    async def items() -> AsyncIterator[dict[str, Any]]:
+        for i in range(3):
+            yield {"i": i, "text": "a\nb"}
 
-    with pytest.raises(TypeError, match="StreamingResponse"):
-        app.get("/")(gen)
+    r = await call(app, "GET", "/items")
+    assert r.status == 200
+    assert r.headers["content-type"] == "application/jsonl"
+    lines = r.body.split(b"\n")
+    assert lines[-1] == b""  # every line ends with a newline, the last one too
+    assert [json.loads(line) for line in lines[:-1]] == [{"i": i, "text": "a\nb"} for i in range(3)]
+
+
+async def test_a_sync_generator_path_operation_streams_from_a_thread() -> None:
+    app = RawServe()
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    @app.get("/numbers/{n}", status_code=201)
+    def numbers(n: int) -> Iterator[int]:
+        for i in range(n):
+            threads.append(threading.get_ident())
+            yield i
+
+    r = await call(app, "GET", "/numbers/3")
+    assert (r.status, r.body) == (201, b"0\n1\n2\n")
+    assert threads and loop_thread not in threads
+
+
+async def test_yielded_items_are_validated_by_the_annotations_item_model() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Item(pydantic.BaseModel):  # type: ignore[name-defined,misc]
+        name: str
+        price: float = 0.0
+
+    app = RawServe()
+
+    @app.get("/items")
+    async def items() -> AsyncIterable[Item]:
+        yield Item(name="a")
+        yield {"name": "b", "price": "2", "secret": "dropped"}
+
+    r = await call(app, "GET", "/items")
+    assert r.body == b'{"name":"a","price":0.0}\n{"name":"b","price":2.0}\n'
+
+
+async def test_yield_with_a_streaming_response_class_sends_the_chunks_as_they_are() -> None:
+    app = RawServe()
+
+    @app.get("/text", response_class=StreamingResponse)
+    async def text() -> AsyncIterator[str]:
+        yield "hello "
+        yield "world"
+
+    r = await call(app, "GET", "/text")
+    assert r.body == b"hello world"
+
+
+async def test_dependencies_of_a_streaming_path_operation_stay_open_until_it_ends() -> None:
+    app = RawServe()
+    events: list[str] = []
+
+    async def resource() -> AsyncIterator[str]:
+        events.append("open")
+        yield "db"
+        events.append("close")
+
+    @app.get("/rows")
+    async def rows(db: str = Depends(resource)) -> AsyncIterator[str]:
+        for i in range(2):
+            events.append(f"row {i}")
+            yield f"{db}{i}"
+
+    r = await call(app, "GET", "/rows")
+    assert r.body == b'"db0"\n"db1"\n'
+    assert events == ["open", "row 0", "row 1", "close"]

@@ -53,7 +53,7 @@ def pydantic_validator(tp: Any) -> Callable[[Any], Any]:
 
     def v(value: Any) -> Any:
         try:
-            return validate(value)
+            return validate(value, from_attributes=True)
         except validation_error as exc:
             raise Invalid(pydantic_errors(exc)) from None
 
