@@ -75,6 +75,8 @@ LAYERS: dict[str, str] = {
     "serving.body": L2,
     "serving.connection": L3,
     "serving.tcp": L3,
+    "serving.pressure": L3,
+    "serving.quic": L3,
     "serving.server": L3,
     "serving.tls": L3,
     # The package facade re-exports run() and Server, so it sits on top.
@@ -82,6 +84,7 @@ LAYERS: dict[str, str] = {
     "__main__": L3,
     "testclient": L3,
     "client": L3,
+    "client.*": L3,
 }
 
 # Modules whose imports make something a protocol module: L2 must never import
