@@ -124,6 +124,13 @@ def test_only_hex_sha256_text_is_a_key() -> None:
 def test_a_cached_result_round_trips_through_its_encoding() -> None:
     r = CachedResult(b'{"prediction":2}', "application/json", "k" * 64)
     assert CachedResult.decode(r.key, r.encode()) == r
+    binary = CachedResult(
+        b'{"outputs":[]}\x00\x01binary',
+        "application/octet-stream",
+        "k" * 64,
+        (("inference-header-content-length", "14"),),
+    )
+    assert CachedResult.decode(binary.key, binary.encode()) == binary
     assert r.etag == f'"{"k" * 64}"'
     assert CachedResult.decode("k", b"no separator") is None
     assert CachedResult.decode("k", "\u00e9".encode() + b"\x00body") is None

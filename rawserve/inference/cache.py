@@ -77,30 +77,42 @@ def result_path(key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CachedResult:
-    """An encoded answer: what ``GET /results/{key}`` serves."""
+    """An encoded answer: what ``GET /results/{key}`` serves. ``headers`` are
+    the representation's own fields besides its type (V2's binary extension
+    needs ``inference-header-content-length``)."""
 
     body: bytes
     content_type: str
     key: str
+    headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def etag(self) -> str:
         return f'"{self.key}"'
 
     def encode(self) -> bytes:
-        """One byte string for a remote backend: content type, NUL, body."""
-        return self.content_type.encode() + b"\x00" + self.body
+        """One byte string for a remote backend: the content type and header
+        lines, a NUL, then the body."""
+        head = "\n".join([self.content_type, *(f"{k}:{v}" for k, v in self.headers)])
+        return head.encode() + b"\x00" + self.body
 
     @classmethod
     def decode(cls, key: str, data: bytes) -> CachedResult | None:
         """The value ``encode`` made, or None if ``data`` is not one."""
-        content_type, sep, body = data.partition(b"\x00")
-        if not sep or len(content_type) > 200:
+        head, sep, body = data.partition(b"\x00")
+        if not sep or len(head) > 4096:
             return None
         try:
-            return cls(body, content_type.decode("ascii"), key)
+            lines = head.decode("ascii").split("\n")
         except UnicodeDecodeError:
             return None
+        headers = []
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if not colon:
+                return None
+            headers.append((name, value))
+        return cls(body, lines[0], key, tuple(headers))
 
 
 @dataclass(slots=True)
@@ -147,6 +159,7 @@ class MemoryStore:
     def put(self, result: CachedResult, now: float) -> bool:
         """Store ``result``; False when it alone is bigger than the whole store."""
         size = len(result.body) + len(result.content_type) + ENTRY_OVERHEAD
+        size += sum(len(k) + len(v) for k, v in result.headers)
         if size > self.max_bytes:
             return False
         old = self._entries.get(result.key)
