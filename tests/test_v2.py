@@ -529,7 +529,7 @@ def _binary_request(sizes: list[int], payload: bytes, datatype: str = "FP32") ->
         ([4], bytes(4), "FP32", r"binary_data_size is 4 bytes but shape \[2\] of FP32 needs 8"),
         ([-8], bytes(8), "FP32", "binary_data_size must be a non-negative integer"),
         ([2], bytes([1, 2]), "BOOL", "BOOL elements must be bytes 0 or 1"),
-        ([6], bytes_tensor(b"ab"), "BYTES", "ends inside element 1's length"),
+        ([6], bytes_tensor(b"ab"), "BYTES", "2 BYTES elements need at least 8"),
         ([10], bytes_tensor(b"ab", b"c")[:-1], "BYTES", "element 1 claims 1 bytes but only 0"),
         ([12], bytes_tensor(b"ab", b"c") + b"\x00", "BYTES", "its 2 BYTES elements use 11"),
     ],

@@ -59,6 +59,7 @@ HEADER_LENGTH_HEADER = "inference-header-content-length"
 # what a small body can *claim* (shape [1e9, 1e9]) before anything is allocated.
 DEFAULT_MAX_ELEMENTS = 1 << 26
 MAX_DIMS = 32  # numpy's own limit is 64
+MAX_LENGTH_DIGITS = 18  # a byte count below 10**18
 
 # Little-endian on the wire (binary extension), whatever the host.
 _DATATYPES: dict[str, np.dtype[Any]] = {
@@ -163,7 +164,13 @@ def parse_header_length(value: str | bytes | None) -> int | None:
     text = text.strip()
     if not text.isdigit() or not text.isascii():
         raise V2Error(
-            f"Inference-Header-Content-Length must be a non-negative integer, got {text!r}"
+            f"Inference-Header-Content-Length must be a non-negative integer, got {text[:40]!r}"
+        )
+    if len(text) > MAX_LENGTH_DIGITS:
+        # More than any body can be, and int() on thousands of digits raises.
+        raise V2Error(
+            f"Inference-Header-Content-Length has {len(text)} digits; at most "
+            f"{MAX_LENGTH_DIGITS} are allowed"
         )
     return int(text)
 
@@ -436,9 +443,16 @@ def _from_binary(
 
 
 def _bytes_from_binary(buf: memoryview, count: int, name: str) -> np.ndarray[Any, Any]:
+    end = len(buf)
+    # Each element takes at least its 4-byte length: refuse a claimed count the
+    # buffer cannot hold before allocating anything for it.
+    if count * 4 > end:
+        raise V2Error(
+            f"input {name!r}: binary_data_size is {end} bytes but {count} BYTES elements "
+            f"need at least {count * 4} (4 bytes of length each)"
+        )
     out = np.empty(count, dtype=object)
     offset = 0
-    end = len(buf)
     for i in range(count):
         if end - offset < 4:
             raise V2Error(f"input {name!r}: BYTES binary data ends inside element {i}'s length")
@@ -470,6 +484,18 @@ def _from_json(data: Any, datatype: str, shape: Sequence[int], name: str) -> np.
         out = np.empty(count, dtype=object)
         out[:] = flat
         return out.reshape(shape)
+    # Count before building: the array (and its float64 staging copy) is made
+    # only for as many values as the shape holds. Evenly nested data has the
+    # product of the first elements' lengths; uneven data fails in asarray.
+    dims = _json_dims(data)
+    implied = math.prod(dims)
+    if implied != count:
+        if len(dims) == 1:
+            raise _count_mismatch(name, implied, shape, count)
+        raise V2Error(
+            f"input {name!r}: 'data' must be a flat or evenly nested array of the {count} "
+            f"values of shape {list(shape)}; its first elements nest as {dims}"
+        )
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
@@ -481,8 +507,20 @@ def _from_json(data: Any, datatype: str, shape: Sequence[int], name: str) -> np.
     target = _NATIVE[datatype]
     if arr.size:
         _check_kind(arr, datatype, target, name)
-    with np.errstate(over="ignore"):  # FP16 overflow becomes inf, as a cast would
-        return arr.astype(target, copy=False).reshape(shape)
+    return arr.astype(target, copy=False).reshape(shape)
+
+
+def _json_dims(data: list[Any]) -> list[int]:
+    """The shape of evenly nested JSON arrays, read down the first elements:
+    O(depth), nothing allocated. Uneven nesting is found later, by asarray."""
+    dims: list[int] = []
+    level: Any = data
+    while isinstance(level, list) and len(dims) <= MAX_DIMS:
+        dims.append(len(level))
+        if not level:
+            break
+        level = level[0]
+    return dims
 
 
 def _check_kind(arr: np.ndarray[Any, Any], datatype: str, target: np.dtype[Any], name: str) -> None:
@@ -504,6 +542,17 @@ def _check_kind(arr: np.ndarray[Any, Any], datatype: str, target: np.dtype[Any],
     else:
         ok = kind in "iuf"
         expected = "numbers"
+        if ok and (kind in "iu" or target.itemsize < arr.dtype.itemsize):
+            # JSON numbers arrive as float64 (or int64): one that the target
+            # cannot hold would become inf in the cast, then be blamed as
+            # "infinite" (and numpy would warn in the log).
+            largest = float(np.abs(arr).max())
+            limit = float(np.finfo(target).max)
+            if largest > limit:
+                raise V2Error(
+                    f"input {name!r}: values out of range for {datatype} (largest magnitude "
+                    f"given: {largest:g}, largest allowed: {limit:g})"
+                )
     if not ok:
         raise V2Error(f"input {name!r}: {datatype} data must be {expected}")
 

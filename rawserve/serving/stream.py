@@ -199,6 +199,10 @@ class StreamDriver:
                     await req.close()
                 except Exception:  # closing spooled upload files must not fail the stream
                     log.debug("closing request %d failed", self.stream_id, exc_info=True)
+                # The request holds the body it read; the driver and its body
+                # stream refer to each other, so without this the body would
+                # stay until the cyclic GC ran, not go with the answer.
+                self.request = None
             if self.config.access_log:
                 e = self.event
                 client = self.conn.client

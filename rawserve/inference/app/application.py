@@ -15,6 +15,7 @@ from typing import Any
 
 from rawserve.applications import RawServe
 from rawserve.core.config import InferenceSettings
+from rawserve.inference.app.decoding import DecodeSlots
 from rawserve.inference.engine import Engine, EngineConfig
 from rawserve.inference.metrics import Registry
 from rawserve.inference.model import Model, ModelSpec, load_bundled
@@ -54,6 +55,8 @@ class InferenceApp(RawServe):
             self.metrics,
         )
         self._given_models = dict(models) if models else None
+        # Large request bodies are decoded in worker threads, a few at a time.
+        self.decoding = DecodeSlots()
         self.graceful_timeout_s = graceful_timeout_s
         self.default_model: str | None = None
         self._warming: asyncio.Task[None] | None = None

@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 
 from rawserve.core.errors import ClientDisconnected
 from rawserve.inference.app.application import InferenceApp
@@ -34,7 +36,7 @@ async def predict(request: Request) -> Response:
         return detail_error("models are still loading", 503, {"retry-after": "1"})
     model = engine.model(name)
     try:
-        rows, batched = await _predict_input(request)
+        rows, batched = await _predict_input(request, app)
         arrays = {model.inputs[0].name: rows}
         result = await submit(
             app,
@@ -61,7 +63,7 @@ async def predict(request: Request) -> Response:
     return JSONResponse(body, headers=timing_headers(result))
 
 
-async def _predict_input(request: Request) -> tuple[np.ndarray, bool]:
+async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarray, bool]:
     """``{"inputs": [...]}`` (one row, or a list of rows), or an uploaded
     ``.npy`` file in a multipart form field named ``file``; and whether rows
     were sent (the answer is then a list too)."""
@@ -72,21 +74,11 @@ async def _predict_input(request: Request) -> tuple[np.ndarray, bool]:
         if upload is None or isinstance(upload, str):
             raise BadInput("expected an uploaded .npy file in the form field 'file'")
         data = await upload.read()
-        try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-        except Exception as exc:
-            raise BadInput(f"'file' is not a .npy array: {exc}") from None
+        array = _load_npy(data, app.settings.max_request_elements)
     else:
-        try:
-            payload = await request.json()
-        except ValueError as exc:
-            raise BadInput(f"the body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict) or "inputs" not in payload:
-            raise BadInput('expected a JSON object {"inputs": [...]}')
-        try:
-            array = np.asarray(payload["inputs"], dtype=np.float64)
-        except (ValueError, TypeError):
-            raise BadInput("'inputs' must be a list of numbers or a list of rows") from None
+        body = await request.body()
+        limit = app.settings.max_request_elements
+        array = await app.decoding.run(len(body), functools.partial(_json_rows, body, limit))
     batched = array.ndim == 2
     if array.ndim == 1:
         array = array.reshape(1, -1)
@@ -94,7 +86,78 @@ async def _predict_input(request: Request) -> tuple[np.ndarray, bool]:
         raise BadInput(f"'inputs' must be one row or a list of rows, got {array.ndim} dimensions")
     if array.dtype.kind not in "iuf":
         raise BadInput(f"'inputs' must be numbers, got {array.dtype}")
-    return np.ascontiguousarray(array, dtype=np.float32), batched
+    # The model converts to its input type, refusing values out of its range.
+    return np.ascontiguousarray(array), batched
+
+
+def _json_rows(body: bytes, max_elements: int) -> np.ndarray:
+    """``{"inputs": [...]}`` as a float64 array: numbers only (no strings, no
+    booleans), counted against ``max_elements`` before the array is built."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise BadInput('expected a JSON object {"inputs": [...]}')
+    inputs = payload["inputs"]
+    if not isinstance(inputs, list) or not inputs:
+        raise BadInput("'inputs' must be a list of numbers or a list of rows")
+    rows = inputs if isinstance(inputs[0], list) else [inputs]
+    width = len(rows[0])
+    if len(rows) * width > max_elements:
+        raise BadInput(
+            f"'inputs' has {len(rows)} rows of {width} values; the limit is {max_elements} values"
+        )
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != width:
+            raise BadInput(f"'inputs' rows must all have {width} values; row {i} does not")
+        for value in row:
+            # bool is an int subclass: refuse it by type, as strings are.
+            if type(value) is not float and type(value) is not int:
+                raise BadInput(f"'inputs' must hold numbers only; row {i} has {_json_kind(value)}")
+    try:
+        return np.asarray(inputs, dtype=np.float64)
+    except OverflowError:
+        raise BadInput("'inputs' holds an integer too large for a number") from None
+
+
+def _load_npy(data: bytes, max_elements: int) -> np.ndarray:
+    """An uploaded ``.npy`` file, its header checked before anything is
+    allocated. Errors say what is wrong with the file, never what numpy said
+    (its messages carry object reprs and allocation sizes)."""
+    buf = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buf)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+    except Exception:
+        raise BadInput("'file' is not a .npy array: its header is malformed") from None
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise BadInput(f"'file' must hold numbers, not {dtype.kind!r}-kind data") from None
+    count = math.prod(shape)
+    if count > max_elements:
+        raise BadInput(f"'file' holds {count} values; the limit is {max_elements}")
+    if len(data) - buf.tell() != count * dtype.itemsize:
+        raise BadInput(
+            f"'file' declares shape {list(shape)} of {dtype.name} ({count * dtype.itemsize} "
+            f"bytes) but carries {len(data) - buf.tell()} bytes of data"
+        )
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=buf.tell())
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "a list nested too deep"
+    return "an object"
 
 
 @functools.lru_cache(maxsize=64)

@@ -6,6 +6,7 @@ Errors are ``{"error": "..."}`` (the codec is ``rawserve.inference.v2``)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from rawserve.core.errors import ClientDisconnected
@@ -106,12 +107,17 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         return found
     model = found
     try:
+        header_length = v2.parse_header_length(request.headers.get(v2.HEADER_LENGTH_HEADER))
         body = await request.body()
-        req = v2.decode_request(
-            body,
-            request.headers.get("content-type"),
-            v2.parse_header_length(request.headers.get(v2.HEADER_LENGTH_HEADER)),
-            max_elements=app.settings.max_request_elements,
+        req = await app.decoding.run(
+            len(body),
+            functools.partial(
+                v2.decode_request,
+                body,
+                request.headers.get("content-type"),
+                header_length,
+                max_elements=app.settings.max_request_elements,
+            ),
         )
         if req.raw_input is not None:
             if len(model.inputs) != 1:
