@@ -142,6 +142,9 @@ def make_digits(out_dir: Path = PACKAGE_MODELS) -> dict[str, Any]:
         "created_by": "python tools/make_models.py digits",
     }
     (out_dir / "digits.json").write_text(_dumps(meta) + "\n")
+    # The labels file rawserve reads for any model (inference/model.py,
+    # labels_sidecar): the model's own, not special-cased by name.
+    (out_dir / "digits.labels.json").write_text(_dumps(meta["labels"]) + "\n")
     return meta
 
 

@@ -97,6 +97,15 @@ class ModelRunError(RawServeError):
     status_code = 500
 
 
+LABELS_METADATA_KEY = "labels"
+
+
+def labels_sidecar(model_path: str | Path) -> Path:
+    """Where a model's labels file goes: ``digits.onnx`` -> ``digits.labels.json``."""
+    path = Path(model_path)
+    return path.with_name(f"{path.stem}.labels.json")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model to load: the name clients use, the ONNX file, the version."""
@@ -222,6 +231,7 @@ class Model:
             f"{t.name!r} {t.datatype} {_format_shape(t.v2_shape())}" for t in self.inputs
         )
         self._output_names = [t.name for t in self.outputs]
+        self.labels: tuple[str, ...] | None = self._read_labels(path)
         # Batching needs a dynamic first dimension on every input; a model with
         # fixed shapes takes exactly one item per run.
         self.batched = bool(self.inputs) and all(
@@ -248,6 +258,34 @@ class Model:
             # ones as None: both are dynamic.
             shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in raw)
         return TensorSpec(arg.name, types[0], shape, types[1])
+
+    def _read_labels(self, path: Path) -> tuple[str, ...] | None:
+        """Class labels, index by index, from the model itself: the ONNX
+        metadata key ``labels`` (a JSON array of strings), else the sidecar
+        file ``<stem>.labels.json`` beside the model (the same array). None
+        when the model has neither."""
+        where = f"metadata_props[{LABELS_METADATA_KEY!r}] of {str(path)!r}"
+        raw = self._session.get_modelmeta().custom_metadata_map.get(LABELS_METADATA_KEY)
+        if raw is None:
+            sidecar = labels_sidecar(path)
+            if not sidecar.is_file():
+                return None
+            where = str(sidecar)
+            try:
+                raw = sidecar.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ModelLoadError(
+                    f"model {self.spec.name!r}: cannot read {where}: {exc}"
+                ) from exc
+        try:
+            labels = json.loads(raw)
+        except ValueError:
+            labels = None
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ModelLoadError(
+                f"model {self.spec.name!r}: the labels in {where} must be a JSON array of strings"
+            )
+        return tuple(labels)
 
     @property
     def name(self) -> str:

@@ -19,7 +19,6 @@ from rawserve.core.errors import ClientDisconnected
 from rawserve.inference.app.application import InferenceApp
 from rawserve.inference.app.errors import BadInput, detail_error, error_response
 from rawserve.inference.app.submit import deadline_s, submit, timing_headers
-from rawserve.inference.model import bundled_metadata
 from rawserve.requests import Request
 from rawserve.responses import JSONResponse, Response
 from rawserve.routing import APIRouter
@@ -54,7 +53,7 @@ async def predict(request: Request) -> Response:
         if response is None:
             raise
         return response
-    answers = _classify(result.outputs, _labels(name))
+    answers = _classify(result.outputs, model.labels)
     body: dict[str, Any]
     if len(answers) == 1 and not batched:
         body = {**answers[0], "model": name}
@@ -158,18 +157,6 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, list):
         return "a list nested too deep"
     return "an object"
-
-
-@functools.lru_cache(maxsize=64)
-def _labels(model: str) -> tuple[str, ...] | None:
-    """The bundled model's class labels, read once (not per request)."""
-    if model != "digits":
-        return None
-    try:
-        labels = bundled_metadata("digits").get("labels")
-    except Exception:
-        return None
-    return tuple(labels) if labels else None
 
 
 def _classify(
