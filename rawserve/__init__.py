@@ -1,4 +1,4 @@
-"""rawserve: an inference server that speaks HTTP/1.1 and HTTP/2 itself (HTTP/3 to come)."""
+"""rawserve: an inference server that speaks HTTP/1.1, HTTP/2 and HTTP/3 itself."""
 
 from __future__ import annotations
 

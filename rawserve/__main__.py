@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = _Parser(
         prog=f"python -m {PROG}",
-        description="Serve an app over HTTP/1.1 and HTTP/2 (HTTP/3 is not implemented yet).",
+        description="Serve an app over HTTP/1.1, HTTP/2 and HTTP/3.",
         epilog=f"Generate or show the development certificate: python -m {PROG} certs "
         "[--certs-dir DIR]",
     )
@@ -113,8 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         type=_port(0),
         default=defaults.quic_port,
-        help="reserved for HTTP/3 over UDP, which is not implemented yet: nothing listens "
-        "on it (a non-zero value logs a warning)",
+        help="HTTP/3 (QUIC) UDP port; default: the TLS port's number; 0 disables "
+        "(and with it the Alt-Svc advertisement)",
+    )
+    parser.add_argument(
+        "--quic-retry",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.quic_retry,
+        help="validate QUIC clients' addresses with a Retry round trip before keeping "
+        "state for them (%(default)s)",
     )
     parser.add_argument("--certfile", help="PEM certificate (chain) for TLS")
     parser.add_argument("--keyfile", help="PEM private key of --certfile")
@@ -237,6 +244,7 @@ def build_config(namespace: argparse.Namespace) -> Config:
         "http_port": ns["http_port"],
         "port": ns["port"],
         "quic_port": ns["quic_port"],
+        "quic_retry": ns["quic_retry"],
         "certfile": ns["certfile"],
         "keyfile": ns["keyfile"],
         "certs_dir": ns["certs_dir"],

@@ -94,16 +94,51 @@ def test_quic_port_defaults_to_the_tls_port() -> None:
     assert parse("--port", "9443").quic_port is None
 
 
-async def test_a_quic_port_is_not_claimed_while_http3_is_missing(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # HTTP/3 is not implemented: asking for it must say so, not pretend.
+async def test_http3_listens_on_the_tls_port_number_and_the_banner_says_so() -> None:
     from rawserve import RawServe
     from rawserve.serving.server import Server
 
-    async with Server(RawServe(), Config(http_port=0, port=-1, quic_port=9444)) as server:
-        assert server.urls() == [f"http://127.0.0.1:{server.http_port}  (HTTP/1.1, h2c)"]
-    assert "HTTP/3 is not implemented yet: nothing listens on UDP port 9444" in caplog.text
+    cfg = Config(http_port=-1, port=0, certs_dir=ROOT / "certs")
+    async with Server(RawServe(), cfg) as server:
+        port = server.https_port
+        assert server.quic_port == port
+        assert server.urls() == [
+            f"https://127.0.0.1:{port}  (HTTP/1.1, h2)",
+            f"https://127.0.0.1:{port}  (HTTP/3, UDP)",
+        ]
+        assert server.alt_svc == b'h3=":%d"; ma=86400' % port
+
+
+async def test_quic_port_zero_turns_http3_off() -> None:
+    from rawserve import RawServe
+    from rawserve.serving.server import Server
+
+    cfg = Config(http_port=-1, port=0, quic_port=0, certs_dir=ROOT / "certs")
+    async with Server(RawServe(), cfg) as server:
+        assert server.quic_port is None and server.alt_svc is None
+        assert len(server.urls()) == 1
+
+
+async def test_a_udp_port_in_use_is_a_one_line_error() -> None:
+    from rawserve import RawServe
+    from rawserve.core.errors import ConfigError
+    from rawserve.serving.server import Server
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        cfg = Config(http_port=-1, port=0, quic_port=port, certs_dir=ROOT / "certs")
+        with pytest.raises(ConfigError) as info:
+            async with Server(RawServe(), cfg):
+                pass
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"UDP port {port}" in message and "already in use" in message
+
+
+def test_quic_retry_flag() -> None:
+    assert parse("--quic-retry").quic_retry is True
+    assert parse().quic_retry is False
 
 
 def test_access_log_can_be_switched_off() -> None:

@@ -83,8 +83,11 @@ class Config:
     host: str = "127.0.0.1"
     http_port: int = 8000  # cleartext HTTP/1.1 + h2c; -1 disables
     port: int = 8443  # TLS HTTP/1.1 + h2; -1 disables
-    # Reserved for HTTP/3 (not implemented yet: nothing listens on UDP).
+    # HTTP/3 over UDP; None: the TLS port's number, 0 disables. Needs TLS.
     quic_port: int | None = None
+    # QUIC Retry: validate a client's address with one more round trip before
+    # keeping any state for it (RFC 9000 section 8.1).
+    quic_retry: bool = False
     certfile: str | None = None
     keyfile: str | None = None
     certs_dir: Path = field(default_factory=lambda: Path("certs"))

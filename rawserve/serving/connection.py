@@ -68,6 +68,9 @@ class StreamConnection:
         self._shutting_down = False
         self._tg: asyncio.TaskGroup | None = None
         self._pending_tasks: list[StreamDriver] = []
+        # The Alt-Svc field every response on a TLS listener carries while
+        # HTTP/3 is on (RFC 7838): how clients find the UDP port.
+        self.alt_svc: bytes | None = getattr(server, "alt_svc", None) if tls else None
 
     # -- what carries the bytes (the subclass's) -------------------------------
 
@@ -101,6 +104,11 @@ class StreamConnection:
             if date is not self._date:
                 self._date = date
                 self.adapter.set_date_header(date)
+            if self.alt_svc is not None:
+                e: ResponseStart = event  # type: ignore[assignment]
+                event = ResponseStart(
+                    e.stream_id, e.status, [*e.headers, (b"alt-svc", self.alt_svc)], e.end_stream
+                )
         self.adapter.send(event)
         if t is ResponseBody:
             self._unflushed += len(event.data)  # type: ignore[union-attr]

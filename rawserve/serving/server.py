@@ -55,6 +55,11 @@ class Server:
         self.certfile: str | None = None
         self.keyfile: str | None = None
         self._listeners: list[asyncio.base_events.Server] = []
+        # HTTP/3: the UDP listener, its port, and the Alt-Svc value TLS
+        # responses carry while it is on.
+        self._quic: Any = None
+        self.quic_port: int | None = None
+        self.alt_svc: bytes | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._started = False
@@ -83,10 +88,6 @@ class Server:
         ssl_context: ssl.SSLContext | None = None
         if cfg.port >= 0:
             ssl_context = self._ssl_context()
-        if cfg.quic_port:
-            log.warning(
-                "HTTP/3 is not implemented yet: nothing listens on UDP port %d", cfg.quic_port
-            )
         startup = getattr(self.app, "startup", None)
         if startup is not None:
             await startup()
@@ -98,9 +99,38 @@ class Server:
             if ssl_context is not None:
                 srv = await self._listen(loop, cfg.port, ssl_context)
                 self.https_port = srv.sockets[0].getsockname()[1]
+                if cfg.quic_port != 0:
+                    self._listen_quic(self.https_port if cfg.quic_port is None else cfg.quic_port)
         except BaseException:
             await self._close_listeners()
             raise
+
+    def _listen_quic(self, port: int) -> None:
+        from rawserve.serving import quic
+
+        cfg = self.config
+        assert self.certfile is not None
+        try:
+            sock = quic.bind_udp(cfg.host, port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"UDP port {port} on {cfg.host} (HTTP/3) is already in use; "
+                    "--quic-port 0 turns HTTP/3 off"
+                ) from None
+            raise ConfigError(
+                f"cannot listen for HTTP/3 on UDP {cfg.host}:{port}: {exc.strerror}"
+            ) from None
+        limits = cfg.limits
+        configuration = quic.quic_configuration(
+            self.certfile,
+            self.keyfile,
+            idle_timeout_s=limits.idle_timeout_s,
+            limits_window=(limits.initial_window_bytes, limits.connection_window_bytes),
+        )
+        self._quic = quic.QUICListener(self, sock, configuration, retry=cfg.quic_retry)
+        self.quic_port = self._quic.port
+        self.alt_svc = b'h3=":%d"; ma=86400' % self.quic_port
 
     async def _listen(
         self, loop: asyncio.AbstractEventLoop, port: int, ctx: ssl.SSLContext | None
@@ -151,6 +181,8 @@ class Server:
             out.append(f"http://{shown}:{self.http_port}  (HTTP/1.1, h2c)")
         if self.https_port is not None:
             out.append(f"https://{shown}:{self.https_port}  (HTTP/1.1, h2)")
+        if self.quic_port is not None:
+            out.append(f"https://{shown}:{self.quic_port}  (HTTP/3, UDP)")
         return out
 
     async def serve_forever(self) -> None:
@@ -164,6 +196,9 @@ class Server:
         for srv in self._listeners:
             srv.close()
         self._listeners.clear()
+        if self._quic is not None:
+            # Stop taking new QUIC connections; open ones keep the socket.
+            self._quic.close()
 
     async def shutdown(self) -> None:
         if not self._started:
@@ -192,6 +227,9 @@ class Server:
                 await asyncio.wait(pending, timeout=2)
         if draining is not None:
             await draining
+        if self._quic is not None:
+            self._quic.release()
+            self._quic = None
         shutdown = getattr(self.app, "shutdown", None)
         if shutdown is not None:
             await shutdown()

@@ -1,0 +1,372 @@
+"""HTTP/3 over UDP: the listener, and QUIC connections on the shared base.
+
+The listener reads the socket itself: asyncio's datagram transport hands
+over one datagram per loop turn, so a burst of N datagrams would cost N
+turns and N transmissions. Here every datagram that is ready is read and
+handed to its connection, and each connection touched transmits once, after
+the burst (``_flush``, as StreamConnection batches stream writes). Stream
+writes from handlers share that flush: one per connection per loop turn.
+
+Datagrams reach connections by destination connection ID, including the IDs
+a connection issues later (migration); unknown Initial packets make new
+connections, after a Retry round trip with ``--quic-retry``. Each connection
+owns one timer, set from the adapter's ``get_timer()`` after every flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from aioquic._buffer import Buffer
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+from aioquic.quic.packet import (
+    QuicPacketType,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from aioquic.quic.retry import QuicRetryTokenHandler
+from aioquic.tls import SessionTicket
+
+from rawserve.core.events import IncomingEvent
+from rawserve.protocols.http3 import H3_ALPN, H3Connection
+from rawserve.serving.connection import StreamConnection
+
+if TYPE_CHECKING:
+    from rawserve.serving.server import Server
+
+log = logging.getLogger("rawserve.serving")
+
+# Datagrams read per readiness callback before other work gets a turn.
+MAX_BURST = 128
+MAX_DATAGRAM = 65535
+# Session tickets kept for resumption (each single-use: 0-RTT anti-replay).
+MAX_TICKETS = 10_000
+
+
+class SessionTickets:
+    """Issued TLS session tickets, for resumption and 0-RTT. A ticket is
+    taken out when used, so early data cannot be replayed with it."""
+
+    def __init__(self) -> None:
+        self._tickets: dict[bytes, SessionTicket] = {}
+
+    def add(self, ticket: SessionTicket) -> None:
+        if len(self._tickets) >= MAX_TICKETS:
+            self._tickets.pop(next(iter(self._tickets)))
+        self._tickets[ticket.ticket] = ticket
+
+    def pop(self, label: bytes) -> SessionTicket | None:
+        return self._tickets.pop(label, None)
+
+
+class QUICListener:
+    """One UDP socket serving HTTP/3."""
+
+    def __init__(
+        self,
+        server: Server,
+        sock: socket.socket,
+        configuration: QuicConfiguration,
+        *,
+        retry: bool = False,
+    ) -> None:
+        self.server = server
+        self.sock = sock
+        self.configuration = configuration
+        self.loop = asyncio.get_running_loop()
+        self.connections: dict[bytes, QUICConnection] = {}
+        self.tickets = SessionTickets()
+        self._retry = QuicRetryTokenHandler() if retry else None
+        self._touched: list[QUICConnection] = []
+        self._closed = False
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._read_ready)
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def close(self) -> None:
+        """Stop reading; connections keep the socket until they are gone."""
+        if not self._closed:
+            self._closed = True
+            self.loop.remove_reader(self.sock.fileno())
+
+    def release(self) -> None:
+        self.close()
+        self.sock.close()
+
+    # -- reading -------------------------------------------------------------------
+
+    def _read_ready(self) -> None:
+        recv = self.sock.recvfrom
+        for _ in range(MAX_BURST):
+            try:
+                data, addr = recv(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # ICMP errors surface here; not ours to act on
+                log.debug("UDP receive error: %s", exc)
+                break
+            self._datagram(data, addr)
+        touched, self._touched = self._touched, []
+        for conn in touched:
+            conn.pending = False
+            conn._flush()
+
+    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        buf = Buffer(data=data)
+        try:
+            header = pull_quic_header(buf, host_cid_length=self.configuration.connection_id_length)
+        except ValueError:
+            return
+        conn = self.connections.get(header.destination_cid)
+        if conn is None:
+            conn = self._accept(data, addr, header)
+            if conn is None:
+                return
+        conn.receive(data, addr)
+        if not conn.pending:
+            conn.pending = True
+            self._touched.append(conn)
+
+    def _accept(self, data: bytes, addr: tuple[str, int], header: object) -> QUICConnection | None:
+        h = header  # aioquic's QuicHeader
+        version = getattr(h, "version", None)
+        packet_type = getattr(h, "packet_type", None)
+        if (
+            packet_type != QuicPacketType.VERSION_NEGOTIATION
+            and version is not None
+            and version not in self.configuration.supported_versions
+        ):
+            self.sock.sendto(
+                encode_quic_version_negotiation(
+                    source_cid=h.destination_cid,  # type: ignore[attr-defined]
+                    destination_cid=h.source_cid,  # type: ignore[attr-defined]
+                    supported_versions=self.configuration.supported_versions,
+                ),
+                addr,
+            )
+            return None
+        if (
+            self._closed
+            or packet_type != QuicPacketType.INITIAL
+            or len(data) < SMALLEST_MAX_DATAGRAM_SIZE
+        ):
+            return None
+        dcid: bytes = h.destination_cid  # type: ignore[attr-defined]
+        scid: bytes = h.source_cid  # type: ignore[attr-defined]
+        token: bytes = h.token  # type: ignore[attr-defined]
+        original_dcid: bytes | None = dcid
+        retry_scid: bytes | None = None
+        if self._retry is not None:
+            now = self.loop.time()
+            if not token:
+                assert version is not None
+                source_cid = os.urandom(8)
+                self.sock.sendto(
+                    encode_quic_retry(
+                        version=version,
+                        source_cid=source_cid,
+                        destination_cid=scid,
+                        original_destination_cid=dcid,
+                        retry_token=self._retry.create_token(
+                            address=addr,
+                            original_destination_connection_id=dcid,
+                            retry_source_connection_id=source_cid,
+                            now=now,
+                        ),
+                    ),
+                    addr,
+                )
+                return None
+            try:
+                original_dcid = self._retry.validate_token(
+                    address=addr, destination_cid=dcid, token=token, now=now
+                )
+            except ValueError:
+                return None
+            retry_scid = dcid
+        conn = QUICConnection(self, addr, original_dcid, retry_scid)
+        self.connections[dcid] = conn
+        self.connections[conn.adapter.host_cid] = conn
+        conn.cids.update((dcid, conn.adapter.host_cid))
+        self.server.track(conn.run())
+        return conn
+
+    def forget(self, conn: QUICConnection) -> None:
+        for cid in conn.cids:
+            if self.connections.get(cid) is conn:
+                del self.connections[cid]
+        conn.cids.clear()
+
+
+class QUICConnection(StreamConnection):
+    """One QUIC connection speaking HTTP/3."""
+
+    def __init__(
+        self,
+        listener: QUICListener,
+        addr: tuple[str, int],
+        original_dcid: bytes | None,
+        retry_scid: bytes | None,
+    ) -> None:
+        super().__init__(listener.server, tls=True)
+        self.alt_svc = None  # the client already speaks HTTP/3 here
+        self.listener = listener
+        self.addr = addr
+        self.client = (addr[0], addr[1])
+        sockname = listener.sock.getsockname()
+        self.server_addr = (sockname[0], sockname[1])
+        self.cids: set[bytes] = set()
+        self.pending = False  # in the listener's list of connections to flush
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        server_header = self.config.server_header.encode() if self.config.server_header else None
+        self.adapter: H3Connection = H3Connection(
+            self.limits,
+            listener.configuration,
+            original_destination_connection_id=original_dcid,
+            retry_source_connection_id=retry_scid,
+            session_ticket_fetcher=listener.tickets.pop,
+            session_ticket_handler=listener.tickets.add,
+            server_header=server_header,
+        )
+        self.server.connections.add(self)
+
+    # -- datagrams in ----------------------------------------------------------------
+
+    def receive(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._closed:
+            return
+        self.addr = addr
+        events = self.adapter.receive_datagram(data, addr, self.loop.time())
+        self._dispatch(events)
+
+    def _dispatch(self, events: list[IncomingEvent]) -> None:
+        adapter = self.adapter
+        if adapter.issued_cids:
+            for cid in adapter.issued_cids:
+                self.listener.connections[cid] = self
+                self.cids.add(cid)
+            adapter.issued_cids.clear()
+        if adapter.retired_cids:
+            for cid in adapter.retired_cids:
+                if self.listener.connections.get(cid) is self:
+                    del self.listener.connections[cid]
+                self.cids.discard(cid)
+            adapter.retired_cids.clear()
+        if events:
+            self._handle_events(events)
+        if adapter.terminated:
+            self._gone()
+
+    # -- datagrams out ----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._unflushed = 0
+        if self._closed:
+            return
+        now = self.loop.time()
+        sendto = self.listener.sock.sendto
+        for data, addr in self.adapter.datagrams_to_send(now):
+            try:
+                sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                break  # the socket buffer is full: QUIC's loss recovery resends
+            except OSError as exc:
+                log.debug("UDP send error: %s", exc)
+                break
+        self._arm_timer()
+        self._wake_writers()
+
+    def _write(self, data: bytes) -> None:  # pragma: no cover - datagrams only
+        raise RuntimeError("QUIC connections send datagrams")
+
+    def _arm_timer(self) -> None:
+        at = self.adapter.get_timer()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            self._timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._closed:
+            return
+        events = self.adapter.handle_timer(self.loop.time())
+        self._dispatch(events)
+        if not self._closed:
+            self._flush()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _close(self) -> None:
+        self.adapter.close()
+        self._flush()
+
+    def abort(self) -> None:
+        if self._closed:
+            return
+        self.adapter.close("server stopping")
+        self._flush()
+        self._gone()
+
+    def shutdown(self) -> None:
+        """Graceful: GOAWAY; the adapter closes with H3_NO_ERROR once the
+        requests it took are answered and acknowledged."""
+        if self._closed or self._shutting_down:
+            return
+        self._shutting_down = True
+        self.adapter.start_shutdown()
+        self._flush()
+
+    def _gone(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.listener.forget(self)
+        if not self._closed:
+            self._connection_gone()
+
+
+def quic_configuration(
+    certfile: str, keyfile: str | None, *, idle_timeout_s: float, limits_window: tuple[int, int]
+) -> QuicConfiguration:
+    """The server's QUIC configuration: h3 ALPN, the certificate, our windows."""
+    stream_window, connection_window = limits_window
+    cfg = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=H3_ALPN,
+        max_data=connection_window,
+        max_stream_data=stream_window,
+        idle_timeout=idle_timeout_s,
+    )
+    cfg.load_cert_chain(certfile, keyfile)
+    return cfg
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket on ``host:port`` (OSError if it cannot bind)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

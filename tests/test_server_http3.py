@@ -1,0 +1,416 @@
+"""HTTP/3 end to end: a real rawserve on 127.0.0.1 over UDP, driven by
+aioquic's client (tests/h3client.py) and by ngtcp2's gtlsclient. Waits are
+on conditions, bounded only to fail on a hang; nothing asserts on time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aioquic.h3.connection import ErrorCode
+from aioquic.tls import SessionTicket
+
+from rawserve import FastAPI, Request
+from rawserve.core.config import InferenceSettings
+from rawserve.inference.app import create_app
+from rawserve.responses import PlainTextResponse, StreamingResponse
+from rawserve.serving.quic import QUICConnection
+from tests.conftest import RunningServer, need, run_server
+from tests.h3client import H3Client, client_configuration, h3_connect
+from tests.test_builtin_app import ROWS, wait_ready
+from tests.test_model import SlowModel
+
+CHUNK = 64 * 1024
+# The result cache (when this tree has it) would answer repeated inputs
+# without running the model; these tests count runs.
+NO_CACHE: dict[str, Any] = (
+    {"cache_enabled": False}
+    if "cache_enabled" in {f.name for f in fields(InferenceSettings)}
+    else {}
+)
+
+
+def slow_app(latency_s: float) -> Any:
+    settings = InferenceSettings(max_batch_size=1, max_batch_delay_ms=0.0, **NO_CACHE)
+    return create_app(settings, models={"digits": SlowModel(latency_s)})
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+    app.state.started = 0
+    app.state.release = None
+
+    @app.get("/")
+    async def root() -> dict[str, str]:
+        return {"hello": "h3"}
+
+    @app.post("/echo")
+    async def echo(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(await request.body())
+
+    @app.get("/stream")
+    async def stream(n: int = 10, size: int = 10) -> StreamingResponse:
+        async def gen() -> AsyncIterator[bytes]:
+            for i in range(n):
+                yield (b"%d" % (i % 10)) * size
+
+        return StreamingResponse(gen(), media_type="text/plain")
+
+    @app.get("/slow")
+    async def slow() -> dict[str, bool]:
+        app.state.started += 1
+        await asyncio.sleep(0.2)
+        return {"slow": True}
+
+    @app.post("/ignore")
+    async def ignore() -> dict[str, bool]:
+        # Never reads the body: the client must be held to the window.
+        app.state.started += 1
+        await asyncio.sleep(3600)
+        return {}
+
+    return app
+
+
+def h3(srv: RunningServer, fn: Callable[[H3Client], Any], **kwargs: Any) -> Any:
+    async def main() -> Any:
+        async with h3_connect(srv.server.quic_port or 0, **kwargs) as client:
+            return await fn(client)
+
+    return asyncio.run(main())
+
+
+def quic_connections(srv: RunningServer) -> list[QUICConnection]:
+    return [c for c in list(srv.server.connections) if isinstance(c, QUICConnection)]
+
+
+@pytest.fixture(scope="module")
+def srv() -> Any:
+    with run_server(make_app(), quic_port=None) as s:
+        yield s
+
+
+def test_get(srv: RunningServer) -> None:
+    r = h3(srv, lambda c: c.request("GET", "/"))
+    assert r.status == 200
+    assert json.loads(r.body) == {"hello": "h3"}
+    assert r.header(b"server") == b"rawserve"
+    assert r.header(b"alt-svc") is None  # already on HTTP/3
+
+
+def test_post_with_a_body(srv: RunningServer) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB, several windows' worth
+    r = h3(
+        srv,
+        lambda c: c.request(
+            "POST", "/echo", body=body, headers=[(b"content-length", b"%d" % len(body))]
+        ),
+    )
+    assert r.status == 200 and r.body == body
+
+
+def test_a_streaming_response(srv: RunningServer) -> None:
+    r = h3(srv, lambda c: c.request("GET", "/stream?n=50&size=1000"))
+    assert r.status == 200
+    assert r.body == b"".join((b"%d" % (i % 10)) * 1000 for i in range(50))
+
+
+def test_sixteen_concurrent_streams(srv: RunningServer) -> None:
+    async def run(c: H3Client) -> list[Any]:
+        return await asyncio.gather(
+            *[c.request("GET", f"/stream?n=3&size={i + 1}") for i in range(16)]
+        )
+
+    responses = h3(srv, run)
+    assert [r.status for r in responses] == [200] * 16
+    assert [len(r.body) for r in responses] == [3 * (i + 1) for i in range(16)]
+
+
+def test_alt_svc_on_tls_responses_names_the_udp_port(srv: RunningServer) -> None:
+    with httpx.Client(verify=False) as client:
+        r = client.get(srv.https_url + "/")
+    assert r.headers["alt-svc"] == f'h3=":{srv.server.quic_port}"; ma=86400'
+    # Cleartext responses do not advertise it.
+    assert "alt-svc" not in httpx.get(srv.http_url + "/").headers
+
+
+def test_no_alt_svc_with_quic_port_zero() -> None:
+    with run_server(make_app(), quic_port=0) as s:
+        assert s.server.quic_port is None
+        with httpx.Client(verify=False) as client:
+            assert "alt-svc" not in client.get(s.https_url + "/").headers
+
+
+def test_retry_round_trip() -> None:
+    with run_server(make_app(), quic_port=None, quic_retry=True) as s:
+
+        async def run(c: H3Client) -> Any:
+            r = await c.request("GET", "/")
+            return r, c._quic._retry_source_connection_id
+
+        r, retry_scid = h3(s, run)
+        assert r.status == 200
+        assert retry_scid is not None  # the client went through a Retry
+
+
+def test_session_resumption_and_0rtt(srv: RunningServer) -> None:
+    tickets: list[SessionTicket] = []
+
+    async def first(c: H3Client) -> Any:
+        r = await c.request("GET", "/")
+        # The ticket arrives after the handshake; one more round trip brings it.
+        for _ in range(100):
+            if tickets:
+                break
+            await c.request("GET", "/")
+        return r
+
+    assert h3(srv, first, session_ticket_handler=tickets.append).status == 200
+    assert tickets and tickets[0].max_early_data_size
+
+    async def resumed(c: H3Client) -> Any:
+        r = await c.request("GET", "/")
+        assert c.handshake is not None
+        return r, c.handshake.session_resumed
+
+    r, was_resumed = h3(srv, resumed, configuration=client_configuration(session_ticket=tickets[0]))
+    assert r.status == 200 and was_resumed
+
+    # 0-RTT: requests sent before the handshake completes ride in early data.
+    tickets.clear()
+    h3(srv, first, session_ticket_handler=tickets.append)
+
+    async def early(c: H3Client) -> Any:
+        get = c.start("GET", "/")
+        body = b"x"
+        post = c.start("POST", "/echo", body=body, headers=[(b"content-length", b"1")])
+        done = await asyncio.wait_for(asyncio.gather(c.done[get], c.done[post]), 30)
+        assert c.handshake is not None
+        return done, c.handshake.early_data_accepted
+
+    (got, posted), accepted = h3(
+        srv,
+        early,
+        configuration=client_configuration(session_ticket=tickets[0]),
+        wait_connected=False,
+    )
+    assert accepted
+    assert got.status == 200
+    assert posted.status == 425  # Too Early: a POST may not ride in replayable data
+
+
+def test_the_seed_app_over_http3() -> None:
+    from tests.apps.seed_app import app
+
+    with run_server(app, quic_port=None) as s:
+        boundary = b"xyz"
+        payload = b"\x01\x02\x03"
+        body = (
+            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + payload + b"\r\n--xyz--\r\n"
+        )
+
+        async def run(c: H3Client) -> Any:
+            post = await c.request(
+                "POST",
+                "/predict",
+                body=body,
+                headers=[
+                    (b"content-type", b"multipart/form-data; boundary=" + boundary),
+                    (b"content-length", b"%d" % len(body)),
+                ],
+            )
+            stream = await c.request("GET", "/stream")
+            return post, stream
+
+        post, stream = h3(s, run)
+        assert post.status == 200
+        assert json.loads(post.body) == {"filename": "a.bin", "size": 3, "prediction": 6}
+        assert stream.body == b"".join(f"chunk {i}\n".encode() for i in range(10))
+
+
+def test_the_builtin_app_predict_and_v2_over_http3() -> None:
+    app = create_app(InferenceSettings(max_batch_delay_ms=1.0, **NO_CACHE))
+    with run_server(app, quic_port=None) as s:
+        wait_ready(s)
+        body = json.dumps({"inputs": ROWS[0]}).encode()
+        v2 = json.dumps(
+            {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": ROWS[0]}]}
+        ).encode()
+
+        async def run(c: H3Client) -> Any:
+            json_head = [(b"content-type", b"application/json")]
+            p = await c.request(
+                "POST",
+                "/predict",
+                body=body,
+                headers=[*json_head, (b"content-length", b"%d" % len(body))],
+            )
+            meta = await c.request("GET", "/v2/models/digits")
+            infer = await c.request(
+                "POST",
+                "/v2/models/digits/infer",
+                body=v2,
+                headers=[*json_head, (b"content-length", b"%d" % len(v2))],
+            )
+            return p, meta, infer
+
+        p, meta, infer = h3(s, run)
+        with httpx.Client(http2=True, verify=False) as client:
+            h2 = client.post(
+                s.https_url + "/predict", content=body, headers={"content-type": "application/json"}
+            )
+        assert p.status == 200 and json.loads(p.body) == h2.json()
+        assert meta.status == 200 and json.loads(meta.body)["name"] == "digits"
+        assert infer.status == 200, infer.body
+        assert json.loads(infer.body)["outputs"]
+
+
+def test_a_client_that_stops_reading_holds_the_server_at_the_high_water_mark() -> None:
+    app = make_app()
+    with run_server(app, quic_port=None) as s:
+        limit = s.server.config.limits.write_buffer_bytes
+
+        async def run(c: H3Client) -> Any:
+            c.deaf = True  # nothing the server sends is read, or acknowledged
+            sid = c.start("GET", f"/stream?n=2000&size={CHUNK}")  # 128 MiB
+
+            def blocked() -> bool:
+                conns = quic_connections(s)
+                return bool(conns) and sid in conns[0]._write_waiters
+
+            for _ in range(2000):
+                if s.call(blocked):
+                    break
+                await asyncio.sleep(0.005)
+            else:
+                raise AssertionError("the handler never waited to write")
+
+            def measure() -> tuple[int, int, int]:
+                conn = quic_connections(s)[0]
+                adapter = conn.adapter
+                qs = adapter._quic._streams[sid]
+                return (
+                    adapter.buffered(sid),
+                    qs.sender._buffer_stop - qs.sender._buffer_start,
+                    qs.max_stream_data_remote,
+                )
+
+            return s.call(measure)
+
+        queued, in_quic, window = h3(s, run)
+        assert queued <= limit + CHUNK
+        assert in_quic <= window  # QUIC keeps at most what the client's window allows
+
+
+def test_a_handler_that_does_not_read_stops_the_clients_sending() -> None:
+    app = make_app()
+    window = 64 * 1024
+    with run_server(app, quic_port=None, limit_initial_window_bytes=window) as s:
+
+        async def run(c: H3Client) -> Any:
+            size = 4 * 1024 * 1024
+            sid = c.start(
+                "POST", "/ignore", body=b"x" * size, headers=[(b"content-length", b"%d" % size)]
+            )
+            qs = c._quic._streams[sid]
+            for _ in range(2000):
+                # The client has sent all the server's window lets it.
+                if app.state.started and qs.sender.highest_offset >= qs.max_stream_data_remote:
+                    break
+                await asyncio.sleep(0.005)
+            else:
+                raise AssertionError("the client never filled the window")
+            # Another round trip: the server still gives no credit.
+            await c.request("GET", "/")
+            return qs.max_stream_data_remote, qs.sender.highest_offset
+
+        limit, sent = h3(s, run)
+        assert limit == window
+        assert sent <= window
+
+
+def test_stop_sending_cancels_queued_inference() -> None:
+    app = slow_app(0.3)
+    with run_server(app, quic_port=None) as s:
+        wait_ready(s)
+        bodies = [json.dumps({"inputs": ROWS[i]}).encode() for i in (0, 1)]
+        heads = [
+            [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(b))]
+            for b in bodies
+        ]
+
+        async def run(c: H3Client) -> Any:
+            running = c.start("POST", "/predict", body=bodies[0], headers=heads[0])
+            await wait_async(lambda: app.engine.stats("digits")["busy"] == 1)
+            queued = c.start("POST", "/predict", body=bodies[1], headers=heads[1])
+            await wait_async(lambda: app.engine.stats("digits")["queued"] == 1)
+            c._quic.stop_stream(queued, ErrorCode.H3_REQUEST_CANCELLED)
+            c._quic.reset_stream(queued, ErrorCode.H3_REQUEST_CANCELLED)
+            c.transmit()
+            first = await asyncio.wait_for(c.done[running], 30)
+            await wait_async(lambda: app.engine.stats("digits")["cancellations"] == 1)
+            return first
+
+        first = h3(s, run)
+        assert first.status == 200
+        stats = app.engine.stats("digits")
+        assert stats["cancellations"] == 1
+        assert stats["items_run"] == 1  # the stopped request never ran
+
+
+def test_goaway_at_shutdown_lets_the_in_flight_request_finish() -> None:
+    app = make_app()
+    with run_server(app, quic_port=None) as s:
+
+        async def run(c: H3Client) -> Any:
+            sid = c.start("GET", "/slow")
+            await wait_async(lambda: app.state.started == 1)
+            s.begin_shutdown()
+            r = await asyncio.wait_for(c.done[sid], 30)
+            await asyncio.wait_for(c.terminated.wait(), 30)
+            return r, c.close_code
+
+        r, code = h3(s, run)
+        assert r.status == 200 and json.loads(r.body) == {"slow": True}
+        assert code == ErrorCode.H3_NO_ERROR
+
+
+def test_ngtcp2_gtlsclient_gets_a_response(srv: RunningServer, tmp_path: Path) -> None:
+    # A client nobody here built on aioquic (Debian's ngtcp2-client, GnuTLS).
+    client = need("gtlsclient")
+    port = str(srv.server.quic_port)
+    result = subprocess.run(
+        [
+            client,
+            "--exit-on-all-streams-close",
+            "--quiet",
+            f"--download={tmp_path}",
+            "127.0.0.1",
+            port,
+            f"https://127.0.0.1:{port}/stream?n=100&size=1000",
+            f"https://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
+    assert json.loads((tmp_path / "index.html").read_bytes()) == {"hello": "h3"}
+    streamed = (tmp_path / "stream?n=100&size=1000").read_bytes()
+    assert streamed == b"".join((b"%d" % (i % 10)) * 1000 for i in range(100))
+
+
+async def wait_async(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never became true")
+        await asyncio.sleep(0.005)
