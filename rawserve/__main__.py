@@ -220,6 +220,43 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="deadline of a queued request that sets none; 0: none (%(default)s)",
     )
+    cache = parser.add_argument_group("result cache (the built-in app)")
+    cache.add_argument(
+        "--cache",
+        dest="cache_enabled",
+        action=argparse.BooleanOptionalAction,
+        default=inf.cache_enabled,
+        help="answer identical inferences from the result cache (--no-cache: off)",
+    )
+    cache.add_argument(
+        "--cache-url",
+        default=inf.cache_url,
+        metavar="URL",
+        help="memory://, redis://HOST:PORT/DB (extra 'redis') or memcached://HOST:PORT "
+        "(extra 'memcached') (%(default)s)",
+    )
+    cache.add_argument(
+        "--cache-bytes",
+        type=_number(int, "--cache-bytes", (0, 1 << 48)),
+        default=inf.cache_bytes,
+        metavar="N",
+        help="bytes of results the memory backend keeps, least recently used out (%(default)s)",
+    )
+    cache.add_argument(
+        "--cache-ttl",
+        dest="cache_ttl_s",
+        type=_number(float, "--cache-ttl", (0.001, 10 * 365 * 86400)),
+        default=inf.cache_ttl_s,
+        metavar="SECONDS",
+        help="how long a result stays cached (%(default)s)",
+    )
+    cache.add_argument(
+        "--cache-timeout-ms",
+        type=_number(float, "--cache-timeout-ms", (1, 60_000)),
+        default=inf.cache_timeout_ms,
+        metavar="MS",
+        help="a remote backend slower than this is a miss (%(default)s)",
+    )
     limits = parser.add_argument_group("limits")
     hints = get_type_hints(Limits)
     for f in fields(Limits):
@@ -267,6 +304,11 @@ def build_config(namespace: argparse.Namespace) -> Config:
         priority_mode=ns["priority_mode"],
         queue_limit=ns["queue_limit"],
         queue_timeout_ms=ns["queue_timeout_ms"],
+        cache_enabled=ns["cache_enabled"],
+        cache_url=ns["cache_url"],
+        cache_bytes=ns["cache_bytes"],
+        cache_ttl_s=ns["cache_ttl_s"],
+        cache_timeout_ms=ns["cache_timeout_ms"],
     )
     if ns["priority_weights"] is not None:
         from rawserve.inference.scheduler import parse_weights

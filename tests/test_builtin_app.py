@@ -42,7 +42,11 @@ def wait_ready(srv: RunningServer, timeout: float = 10) -> None:
 
 @pytest.fixture(scope="module")
 def srv() -> Iterator[RunningServer]:
-    with run_server(create_app(InferenceSettings(max_batch_delay_ms=1.0))) as s:
+    # The cache is off here: these tests are about the way through the engine
+    # (tests/test_result_cache_http.py covers answers from the cache).
+    with run_server(
+        create_app(InferenceSettings(max_batch_delay_ms=1.0, cache_enabled=False))
+    ) as s:
         wait_ready(s)
         yield s
 
@@ -347,7 +351,9 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 def slow_app(latency_s: float, **settings: Any) -> Any:
     model = SlowModel(latency_s)
-    cfg = InferenceSettings(**{"max_batch_size": 1, "max_batch_delay_ms": 0.0, **settings})
+    cfg = InferenceSettings(
+        **{"max_batch_size": 1, "max_batch_delay_ms": 0.0, "cache_enabled": False, **settings}
+    )
     return create_app(cfg, models={"digits": model})
 
 
@@ -514,7 +520,9 @@ def test_readyz_is_503_until_warm_up_ends() -> None:
             time.sleep(0.8)
             return super().warmup(*args, **kwargs)
 
-    app = create_app(models={"digits": SlowWarmup(load_bundled())})
+    app = create_app(
+        InferenceSettings(cache_enabled=False), models={"digits": SlowWarmup(load_bundled())}
+    )
     with run_server(app, tls=False) as srv:
         assert httpx.get(f"{srv.http_url}/healthz").status_code == 200
         assert httpx.get(f"{srv.http_url}/readyz").status_code == 503

@@ -76,6 +76,15 @@ class InferenceSettings:
     queue_timeout_ms: float = 30_000.0
     # Largest number of tensor elements one request may carry (memory bombs).
     max_request_elements: int = 1 << 24
+    # The result cache: identical inferences answered once (see
+    # inference/results.py). memory://, redis://HOST:PORT/DB, memcached://HOST:PORT.
+    cache_enabled: bool = True
+    cache_url: str = "memory://"
+    # Bytes the memory backend holds (LRU beyond that).
+    cache_bytes: int = 256 * MiB
+    cache_ttl_s: float = 3600 * SECONDS
+    # Longest a request waits on a remote cache backend before it counts as a miss.
+    cache_timeout_ms: float = 100.0
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,23 @@ Endpoints, one module per group:
   ``{"inputs": [...]}`` or an uploaded ``.npy`` file, answering
   ``{"prediction", "confidence", "model"}``. Errors use FastAPI's
   ``{"detail": ...}`` and 422 for a bad tensor.
+- ``streaming``: ``POST /predict/stream`` (NDJSON or SSE, a result line per
+  input line while the client still sends) and ``POST /predict/batch`` (a
+  manifest of result paths at once, the results computed in the background).
+- ``results_routes``: ``GET /results/{key}``, each answer by its content
+  address, from the result cache (ETag, 304, max-age from the TTL).
 - ``health``: ``/healthz`` (process up), ``/readyz`` (models loaded and warm;
   503 before), ``/metrics`` (Prometheus text).
 
 ``application`` holds the app object (models, engine, lifecycle, request
 metrics), ``errors`` the mapping of refusals to statuses, ``submit`` the way
-from an endpoint to the engine.
+from an endpoint to the result cache and the engine.
 
 Every inference response carries ``Server-Timing: queue;dur=..,
-infer;dur=..``. Priority, strongest last: the protocol's signal (RFC 9218
-header, HTTP/2 PRIORITY_UPDATE or weight, which may move a queued request),
+infer;dur=..`` (``cache;desc="hit"`` when answered from the cache),
+``Cache-Status`` (RFC 9211) and ``Content-Location: /results/<key>``.
+Priority, strongest last: the protocol's signal (RFC 9218 header, HTTP/2
+PRIORITY_UPDATE or weight, which may move a queued request),
 then V2 ``parameters.priority``. Deadline: V2 ``parameters.timeout``, else the
 ``x-request-timeout-ms`` header, else ``--queue-timeout-ms``.
 """
@@ -31,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rawserve.core.config import InferenceSettings
-from rawserve.inference.app import health, predict, v2_routes
+from rawserve.inference.app import health, predict, results_routes, streaming, v2_routes
 from rawserve.inference.app.application import InferenceApp
 from rawserve.inference.model import Model
 
@@ -50,6 +57,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(v2_routes.router)
     app.include_router(predict.router)
+    app.include_router(streaming.router)
+    app.include_router(results_routes.router)
     return app
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from rawserve.applications import RawServe
@@ -19,6 +19,7 @@ from rawserve.inference.app.decoding import DecodeSlots
 from rawserve.inference.engine import Engine, EngineConfig
 from rawserve.inference.metrics import Registry
 from rawserve.inference.model import Model, ModelSpec, load_bundled
+from rawserve.inference.results import CacheSettings, ResultCache
 from rawserve.requests import Request
 from rawserve.responses import Response
 
@@ -54,6 +55,20 @@ class InferenceApp(RawServe):
             ),
             self.metrics,
         )
+        self.cache: ResultCache | None = None
+        if s.cache_enabled:
+            self.cache = ResultCache(
+                CacheSettings(
+                    url=s.cache_url,
+                    max_bytes=s.cache_bytes,
+                    ttl_s=s.cache_ttl_s,
+                    backend_timeout_s=s.cache_timeout_ms / 1000,
+                ),
+                self.metrics,
+            )
+        # Work that outlives its request (a batch's items): owned here,
+        # cancelled at shutdown.
+        self._background: set[asyncio.Task[Any]] = set()
         self._given_models = dict(models) if models else None
         # Large request bodies are decoded in worker threads, a few at a time.
         self.decoding = DecodeSlots()
@@ -108,6 +123,19 @@ class InferenceApp(RawServe):
             return
         log.info("models ready: %s", ", ".join(names))
 
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background, owned by the app until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Its answer is refused or failed the same way a request's would be:
+            # a GET of its result says 404. The log keeps the reason.
+            log.info("background inference ended: %s", task.exception())
+
     async def drain(self, timeout_s: float) -> None:
         """Called by the server when shutdown begins: refuse new inferences,
         let queued ones finish within ``timeout_s``, then answer the rest 503."""
@@ -118,7 +146,12 @@ class InferenceApp(RawServe):
         if warming is not None and not warming.done():
             warming.cancel()
             await asyncio.gather(warming, return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.engine.stop(0)
+        if self.cache is not None:
+            await self.cache.close()
         await super().shutdown()
 
     async def _observe(self, request: Request, call_next: Any) -> Response:

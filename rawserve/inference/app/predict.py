@@ -18,7 +18,9 @@ import orjson
 from rawserve.core.errors import ClientDisconnected
 from rawserve.inference.app.application import InferenceApp
 from rawserve.inference.app.errors import BadInput, detail_error, error_response
-from rawserve.inference.app.submit import deadline_s, submit, timing_headers
+from rawserve.inference.app.submit import Encoder, answer, deadline_s
+from rawserve.inference.cache import CachedResult, result_path
+from rawserve.inference.engine import InferenceResult
 from rawserve.requests import Request
 from rawserve.responses import JSONResponse, Response
 from rawserve.routing import APIRouter
@@ -37,11 +39,14 @@ async def predict(request: Request) -> Response:
     try:
         rows, batched = await _predict_input(request, app)
         arrays = {model.inputs[0].name: rows}
-        result = await submit(
+
+        return await answer(
             app,
             request,
             name,
             arrays,
+            representation=representation(batched),
+            encode=encoder(name, model.labels, batched),
             urgency=None,
             timeout_s=deadline_s(request, None),
             outputs=None,
@@ -53,13 +58,29 @@ async def predict(request: Request) -> Response:
         if response is None:
             raise
         return response
-    answers = _classify(result.outputs, model.labels)
-    body: dict[str, Any]
-    if len(answers) == 1 and not batched:
-        body = {**answers[0], "model": name}
-    else:
-        body = {"predictions": answers, "model": name}
-    return JSONResponse(body, headers=timing_headers(result))
+
+
+def representation(batched: bool) -> str:
+    # One row and a list of one row are answered in different shapes.
+    return "predict:rows" if batched else "predict:row"
+
+
+def encoder(name: str, labels: tuple[str, ...] | None, batched: bool) -> Encoder:
+    """How a /predict answer is written: prediction and confidence per row,
+    the model, and the path of the result."""
+
+    def encode(result: InferenceResult, key: str) -> CachedResult:
+        answers = _classify(result.outputs, labels)
+        body: dict[str, Any]
+        if len(answers) == 1 and not batched:
+            body = {**answers[0], "model": name}
+        else:
+            body = {"predictions": answers, "model": name}
+        if key:
+            body["result"] = result_path(key)
+        return CachedResult(JSONResponse(body).body, "application/json", key)
+
+    return encode
 
 
 async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarray, bool]:

@@ -1,17 +1,24 @@
-"""From an endpoint to the engine: a request's urgency and deadline, and the
-``Server-Timing`` header of its answer."""
+"""From an endpoint to the engine: a request's urgency and deadline, the
+result cache in front of the engine, and the headers of the answer
+(``Server-Timing``, ``Cache-Status``, ``Content-Location``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from rawserve.core.priority import Priority
 from rawserve.inference.app.application import InferenceApp
+from rawserve.inference.cache import CachedResult, result_key, result_path
 from rawserve.inference.engine import InferenceResult
 from rawserve.inference.model import InputError
 from rawserve.requests import Request
+from rawserve.responses import Response
+
+# (inference result, its cache key) -> the encoded answer.
+Encoder = Callable[[InferenceResult, str], CachedResult]
 
 TIMEOUT_HEADER = "x-request-timeout-ms"
 
@@ -44,6 +51,7 @@ async def submit(
     urgency: int | None,
     timeout_s: float | None,
     outputs: list[str] | None,
+    validated: bool = False,
 ) -> InferenceResult:
     """Run ``inputs`` on ``model`` at the request's priority (``urgency``, from
     V2 ``parameters.priority``, overrides the protocol's signal)."""
@@ -59,7 +67,137 @@ async def submit(
             timeout_s=timeout_s,
             outputs=outputs,
             on_priority_change=hook,
+            validated=validated,
         )
     except InputError:
         app.m_validation.labels(model).inc()
         raise
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One inference's encoded answer and how it came (the headers it gets)."""
+
+    value: CachedResult
+    key: str  # "" with the cache off
+    cache_status: str  # RFC 9211 Cache-Status
+    server_timing: str
+
+    def headers(self) -> dict[str, str]:
+        out = {"content-type": self.value.content_type, **dict(self.value.headers)}
+        out["cache-status"] = self.cache_status
+        out["server-timing"] = self.server_timing
+        if self.key:
+            out["content-location"] = result_path(self.key)
+        return out
+
+
+def prepare(
+    app: InferenceApp,
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    representation: str,
+    outputs: list[str] | None,
+) -> tuple[dict[str, np.ndarray], str]:
+    """Validated inputs and their cache key ("" with the cache off). A bad
+    tensor is refused here, before anything is cached or queued."""
+    spec = app.engine.model(model)
+    try:
+        arrays = spec.validate(inputs)
+        if outputs:
+            spec.check_outputs(outputs)
+    except InputError:
+        app.m_validation.labels(model).inc()
+        raise
+    if app.cache is None:
+        return arrays, ""
+    return arrays, result_key(model, spec.version, arrays, outputs, representation)
+
+
+async def infer_cached(
+    app: InferenceApp,
+    request: Request,
+    model: str,
+    arrays: dict[str, np.ndarray],
+    key: str,
+    *,
+    encode: Encoder,
+    urgency: int | None,
+    timeout_s: float | None,
+    outputs: list[str] | None,
+) -> Answer:
+    """The answer for prepared inputs: from the result cache when an identical
+    inference was answered (or is being answered) already, else computed."""
+    timing: dict[str, str] = {}
+
+    async def compute() -> CachedResult:
+        result = await submit(
+            app,
+            request,
+            model,
+            arrays,
+            urgency=urgency,
+            timeout_s=timeout_s,
+            outputs=outputs,
+            validated=True,
+        )
+        timing["server-timing"] = result.server_timing()
+        return encode(result, key)
+
+    cache = app.cache
+    if cache is None or not key:
+        value = await compute()
+        status = "rawserve; fwd=bypass; detail=disabled"
+    else:
+        value, how = await cache.get_or_compute(key, compute)
+        if how == "hit":
+            status = f"rawserve; hit; ttl={int(cache.ttl_left(key))}"
+        elif how == "collapsed":
+            status = "rawserve; fwd=miss; collapsed"
+        else:
+            status = "rawserve; fwd=miss"
+    return Answer(
+        value, key, status, timing.get("server-timing") or f'cache;desc="{how_of(status)}"'
+    )
+
+
+def how_of(cache_status: str) -> str:
+    return "hit" if "; hit" in cache_status else "collapsed"
+
+
+async def answer(
+    app: InferenceApp,
+    request: Request,
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    representation: str,
+    encode: Encoder,
+    personalize: Callable[[CachedResult], CachedResult] | None = None,
+    urgency: int | None,
+    timeout_s: float | None,
+    outputs: list[str] | None,
+) -> Response:
+    """The response to one inference request (``prepare`` then ``infer_cached``):
+    ``representation`` names how ``encode`` writes the answer, so two
+    endpoints never share a body; ``personalize`` adapts the shared body to
+    this request (V2 writes the request's id into it)."""
+    arrays, key = prepare(app, model, inputs, representation=representation, outputs=outputs)
+    got = await infer_cached(
+        app,
+        request,
+        model,
+        arrays,
+        key,
+        encode=encode,
+        urgency=urgency,
+        timeout_s=timeout_s,
+        outputs=outputs,
+    )
+    value = got.value if personalize is None else personalize(got.value)
+    return Response(
+        value.body,
+        200,
+        {**got.headers(), **{"content-type": value.content_type}, **dict(value.headers)},
+    )

@@ -6,15 +6,19 @@ Errors are ``{"error": "..."}`` (the codec is ``rawserve.inference.v2``)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from typing import Any
+
+import orjson
 
 from rawserve.core.errors import ClientDisconnected
 from rawserve.inference import v2
 from rawserve.inference.app.application import InferenceApp
 from rawserve.inference.app.errors import error_response, v2_error
-from rawserve.inference.app.submit import deadline_s, submit, timing_headers
-from rawserve.inference.engine import ModelNotFound
+from rawserve.inference.app.submit import answer, deadline_s
+from rawserve.inference.cache import CachedResult
+from rawserve.inference.engine import InferenceResult, ModelNotFound
 from rawserve.inference.model import Model
 from rawserve.requests import Request
 from rawserve.responses import JSONResponse, Response
@@ -130,16 +134,31 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
             shape = [1, *spec.v2_shape()[1:]]
             req = v2.bind_raw_input(req, spec.name, spec.datatype, shape)
         _check_datatypes(model, req)
-        result = await submit(
+        # The cached answer carries no request id (ids are per request, the
+        # answer is not); the id is written into each request's own copy.
+        anonymous = dataclasses.replace(req, id=None)
+
+        def encode(result: InferenceResult, key: str) -> CachedResult:
+            payload, headers = v2.encode_response_for(
+                anonymous, name, result.version, result.outputs
+            )
+            content_type = headers.pop("content-type")
+            return CachedResult(payload, content_type, key, tuple(headers.items()))
+
+        order = req.output_names
+        binary = v2.binary_output_names(req, order or [t.name for t in model.outputs])
+        return await answer(
             app,
             request,
             name,
             req.arrays(),
+            representation="v2:" + orjson.dumps([order, sorted(binary)]).decode(),
+            encode=encode,
+            personalize=None if req.id is None else functools.partial(_with_id, req.id),
             urgency=v2.request_priority(req),
             timeout_s=deadline_s(request, v2.request_timeout_s(req)),
-            outputs=req.output_names,
+            outputs=order,
         )
-        payload, headers = v2.encode_response_for(req, name, result.version, result.outputs)
     except (ClientDisconnected, asyncio.CancelledError):
         raise
     except Exception as exc:
@@ -147,8 +166,21 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         if response is None:
             raise
         return response
-    headers.update(timing_headers(result))
-    return Response(payload, 200, headers)
+
+
+def _with_id(request_id: str, value: CachedResult) -> CachedResult:
+    """``value`` with ``"id"`` set in its JSON header (V2 echoes the request's id)."""
+    headers = dict(value.headers)
+    length = headers.get(v2.HEADER_LENGTH_HEADER)
+    split = int(length) if length is not None else len(value.body)
+    head = orjson.loads(value.body[:split])
+    head["id"] = request_id
+    new_head = orjson.dumps(head)
+    if length is not None:
+        headers[v2.HEADER_LENGTH_HEADER] = str(len(new_head))
+    return dataclasses.replace(
+        value, body=new_head + value.body[split:], headers=tuple(headers.items())
+    )
 
 
 def _check_datatypes(model: Model, req: v2.InferRequest) -> None:
