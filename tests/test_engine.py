@@ -94,6 +94,31 @@ async def until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
         await asyncio.sleep(0.001)
 
 
+class Gated(Recording):
+    """Runs block until ``release`` is set; ``running`` and ``most_running``
+    count the runs in progress, so tests assert on overlap, not on time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.running = 0
+        self.most_running = 0
+
+    def run(
+        self, inputs: Mapping[str, Array], output_names: Sequence[str] | None = None
+    ) -> dict[str, Array]:
+        with self._lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            # Bounded: a test that forgets to release fails instead of hanging.
+            assert self.release.wait(30), "Gated model never released"
+            return super().run(inputs, output_names)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
 def batch_histogram(engine: Engine) -> tuple[list[int], float]:
     return engine.m_batch_size.labels("digits").snapshot()
 
@@ -298,18 +323,18 @@ async def test_full_queue_is_refused_at_once(make_engine: MakeEngine) -> None:
 
 
 async def test_expired_deadline_is_never_run(make_engine: MakeEngine) -> None:
-    model = Recording(latency_s=0.1)
+    model = Gated()
     engine = await make_engine(model, max_batch_size=1)
     busy = asyncio.create_task(engine.infer("digits", row(1)))
-    await until(lambda: len(model.batches) == 1)
+    await until(lambda: model.running == 1, timeout_s=10)
 
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     with pytest.raises(DeadlineExceeded) as caught:
-        await engine.infer("digits", row(7), timeout_s=0.01)
-    waited = loop.time() - started
-    # Answered when the deadline passed, not when the busy worker freed up.
-    assert waited < 0.08
+        await asyncio.wait_for(engine.infer("digits", row(7), timeout_s=0.01), 10)
+    # Answered when the deadline passed, while the only worker was still busy
+    # (the model is held until released), not when it freed up.
+    assert model.running == 1 and not busy.done()
+    model.release.set()
+    await asyncio.wait_for(busy, 10)
     assert caught.value.status_code == 504 and caught.value.waited_s >= 0.009
     assert "not run" in str(caught.value)
     assert engine.stats("digits")["expirations"] == 1
@@ -441,11 +466,14 @@ async def test_a_failed_batch_does_not_stop_the_worker(make_engine: MakeEngine) 
 
 
 async def test_several_workers_run_batches_at_once(make_engine: MakeEngine) -> None:
-    engine = await make_engine(SlowModel(0.1), max_batch_size=1, model_workers=2)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    results = await asyncio.gather(*(engine.infer("digits", row(i)) for i in range(2)))
-    assert loop.time() - started < 0.18  # two runs of 0.1 s side by side, not in a row
+    model = Gated()
+    engine = await make_engine(model, max_batch_size=1, model_workers=2)
+    tasks = [asyncio.create_task(engine.infer("digits", row(i))) for i in range(2)]
+    # Both runs in progress at once: side by side, not in a row.
+    await until(lambda: model.running == 2, timeout_s=10)
+    model.release.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert model.most_running == 2
     assert [r.batch_size for r in results] == [1, 1]
     assert engine.stats("digits")["runs"] == 2
 

@@ -76,12 +76,12 @@ def test_http11_in_flight_request_gets_connection_close() -> None:
 
 
 def test_idle_keep_alive_connections_close_at_once_on_shutdown() -> None:
-    with run_server(app, tls=False, graceful_timeout_s=5.0) as srv:
-        s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=5)
+    # The grace period is far longer than the socket timeout: the connection
+    # can only close in time if shutdown closes idle ones at once.
+    with run_server(app, tls=False, graceful_timeout_s=600.0) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=30)
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
-        start = time.monotonic()
         srv.begin_shutdown()
         assert s.recv(100) == b""
-        assert time.monotonic() - start < 2
         s.close()
