@@ -20,8 +20,9 @@ from rawserve.inference.app import create_app
 from rawserve.inference.app.application import InferenceApp
 from tests.conftest import RunningServer, run_server
 from tests.services import Service, redis_service
-from tests.test_builtin_app import ROWS, metric, wait_ready
+from tests.test_builtin_app import ROWS, h2_predict, metric, wait_for, wait_ready
 from tests.test_model import SlowModel
+from tests.test_server_http2 import RawH2
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +247,25 @@ def test_replicas_share_results_through_redis(redis: Service) -> None:
         # The second replica serves the first one's result as a resource too.
         got = httpx.get(two.http_url + first.json()["result"])
         assert got.status_code == 200 and got.json() == first.json()
+
+
+def test_a_result_whose_client_left_while_it_ran_is_still_cached() -> None:
+    app = create_app(
+        InferenceSettings(max_batch_size=1, max_batch_delay_ms=0.0),
+        models={"digits": SlowModel(0.3)},
+    )
+    with run_server(app, tls=False) as srv:
+        wait_ready(srv)
+        c = RawH2(srv.http_port)
+        sid = h2_predict(c, ROWS[8])
+        wait_for(lambda: app.engine.stats("digits")["busy"] == 1)
+        c.conn.reset_stream(sid, error_code=8)  # gone while its batch runs
+        c.flush()
+        wait_for(lambda: app.engine.stats("digits")["items_run"] >= 1)
+        ran = items_run(app)
+        wait_for(lambda: metric(srv, "rawserve_cache_stores_total", outcome="stored") >= 1)
+        # The result was kept: the same input now is a hit, and runs nothing.
+        again = predict(srv.http_url, ROWS[8])
+        assert again.headers["cache-status"].startswith("rawserve; hit")
+        assert items_run(app) == ran
+        c.close()

@@ -117,6 +117,9 @@ class _Payload:
     inputs: dict[str, np.ndarray]
     future: asyncio.Future[InferenceResult]
     outputs: Sequence[str] | None
+    # Called with the result when the caller went away while its batch ran
+    # (the result cache still keeps it).
+    on_late_result: Callable[[InferenceResult], None] | None = None
 
 
 @dataclass
@@ -286,6 +289,7 @@ class Engine:
         outputs: Sequence[str] | None = None,
         on_priority_change: PriorityHook | None = None,
         validated: bool = False,
+        on_late_result: Callable[[InferenceResult], None] | None = None,
     ) -> InferenceResult:
         """Run one request's inference. Raises ModelNotFound (404), the model's
         InputError (422), QueueFull (503), DeadlineExceeded (504),
@@ -318,7 +322,7 @@ class Engine:
         rows = _model.rows(arrays)
         item = WorkItem(
             model,
-            _Payload(arrays, fut, outputs),
+            _Payload(arrays, fut, outputs, on_late_result),
             urgency=urgency,
             shape_key=_model.shape_key(arrays),
             deadline=None if timeout_s is None else now + timeout_s,
@@ -486,6 +490,8 @@ class Engine:
             self.m_infer_time.labels(name).observe(infer_s)
             version = str(getattr(state.model, "version", "1"))
             index = {id(item): i for i, item in enumerate(batch.items)}
+            if len(delivered) < len(batch.items):
+                self._late_results(batch, delivered, per_item, index, infer_s, name, version)
             for item in delivered:
                 payload: _Payload = item.payload
                 if payload.future.done():
@@ -501,6 +507,33 @@ class Engine:
                 )
         # Expiries and the timer; a free worker (model_workers > 1) may start.
         self._pump(state)
+
+    def _late_results(
+        self,
+        batch: Batch,
+        delivered: list[WorkItem],
+        per_item: list[dict[str, np.ndarray]],
+        index: dict[int, int],
+        infer_s: float,
+        name: str,
+        version: str,
+    ) -> None:
+        """Results of items cancelled while their batch ran: nobody awaits
+        them, but whoever asked for them late (the result cache) gets them."""
+        kept = {id(item) for item in delivered}
+        for item in batch.items:
+            payload: _Payload = item.payload
+            if id(item) in kept or payload.on_late_result is None:
+                continue
+            outs = per_item[index[id(item)]]
+            if payload.outputs:
+                outs = {k: outs[k] for k in payload.outputs}
+            try:
+                payload.on_late_result(
+                    InferenceResult(outs, 0.0, infer_s, len(batch.items), name, version)
+                )
+            except Exception:
+                log.exception("late result of model %s could not be kept", name)
 
     def _fail(self, item: WorkItem, exc: BaseException) -> None:
         payload: _Payload = item.payload

@@ -52,6 +52,7 @@ async def submit(
     timeout_s: float | None,
     outputs: list[str] | None,
     validated: bool = False,
+    on_late_result: Callable[[InferenceResult], None] | None = None,
 ) -> InferenceResult:
     """Run ``inputs`` on ``model`` at the request's priority (``urgency``, from
     V2 ``parameters.priority``, overrides the protocol's signal)."""
@@ -68,6 +69,7 @@ async def submit(
             outputs=outputs,
             on_priority_change=hook,
             validated=validated,
+            on_late_result=on_late_result,
         )
     except InputError:
         app.m_validation.labels(model).inc()
@@ -130,6 +132,13 @@ async def infer_cached(
     """The answer for prepared inputs: from the result cache when an identical
     inference was answered (or is being answered) already, else computed."""
     timing: dict[str, str] = {}
+    cache = app.cache
+
+    def late(result: InferenceResult) -> None:
+        # Every client of this inference went away while its batch ran: the
+        # result is still worth keeping for the next identical request.
+        if cache is not None and key:
+            cache.keep(encode(result, key))
 
     async def compute() -> CachedResult:
         result = await submit(
@@ -141,11 +150,11 @@ async def infer_cached(
             timeout_s=timeout_s,
             outputs=outputs,
             validated=True,
+            on_late_result=late,
         )
         timing["server-timing"] = result.server_timing()
         return encode(result, key)
 
-    cache = app.cache
     if cache is None or not key:
         value = await compute()
         status = "rawserve; fwd=bypass; detail=disabled"
