@@ -466,6 +466,9 @@ def test_closed_http11_connection_cancels_queued_inference() -> None:
         second = socket.create_connection(("127.0.0.1", srv.http_port))
         second.sendall(req)
         wait_for(lambda: app.engine.stats("digits")["queued"] == 1)
+        # Gone for good (RST): a client that only shuts down its sending side
+        # still gets its complete request answered (tests/test_tcp.py).
+        second.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         second.close()
         assert first.recv(65536).startswith(b"HTTP/1.1 200 OK")
         first.close()

@@ -1,5 +1,6 @@
 """The TCP glue with real sockets: half-closing clients, the request line on
-the cleartext port (issue 15: half-close, finding 8)."""
+the cleartext port, request bodies that stop (issue 15: half-close, findings
+8 and 1)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import pytest
 
-from tests.apps.limits_app import app
+from tests.apps.limits_app import app, make_app
 from tests.conftest import RunningServer, run_server
 
 
@@ -151,4 +157,148 @@ def test_a_long_first_line_that_is_not_a_request_is_closed_unanswered(
     except OSError:
         pass
     assert read_all(s) == b""
+    s.close()
+
+
+# -- request bodies that stop arriving (issue 15, finding 1) ------------------------
+
+BODY_TIMEOUT_S = 0.5
+bapp = make_app()
+
+
+@pytest.fixture(scope="module")
+def bsrv() -> Iterator[RunningServer]:
+    with run_server(
+        bapp, tls=False, limit_body_timeout_s=BODY_TIMEOUT_S, limit_connection_body_bytes=512 * 1024
+    ) as s:
+        yield s
+
+
+def body_timeouts(srv: RunningServer) -> int:
+    return int(srv.call(lambda: srv.server.stats.body_timeouts))
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"p" * 10,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+    ],
+    ids=["content-length", "chunked", "no-body-bytes"],
+)
+def test_http11_body_that_stops_gets_408_and_close(
+    bsrv: RunningServer, request_bytes: bytes
+) -> None:
+    cancelled, timeouts = bapp.state.cancelled, body_timeouts(bsrv)
+    s = socket.create_connection(("127.0.0.1", bsrv.http_port))
+    s.sendall(request_bytes)
+    out = read_all(s)  # the server closes: a hang fails here
+    s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), out[:200]
+    assert b"connection: close" in head
+    assert "stopped arriving" in json.loads(body)["detail"]
+    assert open_connections(bsrv) == 0
+    assert bapp.state.cancelled == cancelled + 1  # the handler waiting for it is gone
+    assert body_timeouts(bsrv) == timeouts + 1
+
+
+def test_http11_slow_body_that_keeps_coming_is_served(bsrv: RunningServer) -> None:
+    s = socket.create_connection(("127.0.0.1", bsrv.http_port))
+    s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    for _ in range(10):  # 2 s in all, four times the body timeout, never a gap of one
+        time.sleep(BODY_TIMEOUT_S / 2.5)
+        s.sendall(b"q" * 10)
+    s.settimeout(10)
+    out = s.recv(65536)
+    s.close()
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(out.partition(b"\r\n\r\n")[2]) == {"received": 100}
+
+
+def _h2(port: int) -> tuple[socket.socket, h2.connection.H2Connection]:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    s.sendall(c.data_to_send())
+    # The server's SETTINGS and its connection window (1 MiB) first.
+    _until(s, c, lambda seen: any(isinstance(e, h2.events.WindowUpdated) for e in seen))
+    return s, c
+
+
+def _post_headers(c: h2.connection.H2Connection, sid: int, length: int | None = None) -> None:
+    headers = [(":method", "POST"), (":path", "/upload"), (":scheme", "http")]
+    headers.append((":authority", "x"))
+    if length is not None:
+        headers.append(("content-length", str(length)))
+    c.send_headers(sid, headers)
+
+
+def _until(
+    s: socket.socket, c: h2.connection.H2Connection, done: Callable[[list[Any]], bool]
+) -> list[Any]:
+    """h2 events until ``done(all so far)``; fails on a hang (bounded)."""
+    seen: list[Any] = []
+    deadline = time.monotonic() + 10
+    while not done(seen):
+        assert time.monotonic() < deadline, seen
+        data = s.recv(65536)
+        assert data, seen
+        seen += c.receive_data(data)
+        s.sendall(c.data_to_send())
+    return seen
+
+
+def _resets(seen: list[Any]) -> dict[int, int]:
+    return {e.stream_id: e.error_code for e in seen if isinstance(e, h2.events.StreamReset)}
+
+
+def test_http2_headers_without_data_get_rst_stream(bsrv: RunningServer) -> None:
+    cancelled, timeouts = bapp.state.cancelled, body_timeouts(bsrv)
+    s, c = _h2(bsrv.http_port)
+    _post_headers(c, 1, length=100)  # and no DATA
+    _post_headers(c, 3, length=100)
+    c.send_data(3, b"d" * 10)  # part of a body, then nothing
+    s.sendall(c.data_to_send())
+    seen = _until(s, c, lambda seen: len(_resets(seen)) == 2)
+    assert _resets(seen) == {1: h2.errors.ErrorCodes.CANCEL, 3: h2.errors.ErrorCodes.CANCEL}
+    # The connection still serves a request that completes its body.
+    _post_headers(c, 5, length=4)
+    c.send_data(5, b"done", end_stream=True)
+    s.sendall(c.data_to_send())
+    seen = _until(s, c, lambda seen: any(isinstance(e, h2.events.StreamEnded) for e in seen))
+    body = b"".join(e.data for e in seen if isinstance(e, h2.events.DataReceived))
+    assert json.loads(body) == {"received": 4}
+    s.close()
+    assert bapp.state.cancelled == cancelled + 2
+    assert body_timeouts(bsrv) == timeouts + 2
+
+
+def test_http2_partial_bodies_are_capped_per_connection(bsrv: RunningServer) -> None:
+    """Ten streams each holding 100 KB of an unfinished upload: the cap
+    (512 KiB) keeps five and resets the rest; the server holds no more."""
+    s, c = _h2(bsrv.http_port)
+    for i in range(10):
+        sid = 1 + 2 * i
+        _post_headers(c, sid, length=1_000_000)
+        for _ in range(100_000 // 10_000):
+            c.send_data(sid, b"u" * 10_000)
+    s.sendall(c.data_to_send())
+    seen = _until(s, c, lambda seen: len(_resets(seen)) >= 5)
+    resets = _resets(seen)
+    assert resets == {sid: h2.errors.ErrorCodes.ENHANCE_YOUR_CALM for sid in (11, 13, 15, 17, 19)}
+
+    def held() -> list[int]:
+        return [
+            conn.adapter.pending_body_bytes
+            for conn in bsrv.server.connections
+            if getattr(conn, "http2", False)
+        ]
+
+    assert bsrv.call(held) == [500_000]
+    # Then the body timeout ends the five that stopped.
+    seen = _until(s, c, lambda seen: len(_resets(seen)) >= 5)
+    assert set(_resets(seen)) == {1, 3, 5, 7, 9}
+    assert bsrv.call(held) == [0]
     s.close()

@@ -48,6 +48,21 @@ class Limits:
     max_control_frames_per_s: int = 1000
     # Streams a peer may reset per second (CVE-2023-44487, rapid reset).
     max_resets_per_s: int = 200
+    # A request body that stops arriving while the server waits for it (not
+    # while reading is paused for a slow handler) is cut after this long
+    # without a byte: 408 and close on HTTP/1.1, RST_STREAM on HTTP/2. 0 disables.
+    body_timeout_s: float = 30 * SECONDS
+    # Request body bytes one connection may have received for requests not yet
+    # complete (HTTP/2: many streams, each with a partial upload); the stream
+    # that crosses it is reset (ENHANCE_YOUR_CALM).
+    connection_body_bytes: int = 64 * MiB
+    # Open connections. 0: the file descriptor limit (RLIMIT_NOFILE) less a
+    # headroom for listeners, logs, models and threads (serving/server.py).
+    # As it fills, connections making no progress are closed to make room.
+    connections: int = 0
+    # After its first second, a request head must average this rate, or the
+    # connection is closed (slowloris sends a byte every few seconds).
+    min_header_rate_bytes_per_s: int = 100
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,15 @@ Bytes in through ``receive_data``, events out; response events in through
   already answered, reset or abandoned are ignored, so a racing driver is harmless.
 - Date is an input: L3 calls ``set_date_header(value)`` (about once a second);
   until then responses carry no Date. Server is added unless the app set one.
-- Requests this module answers itself (400, 414, 431, 501, 505: JSON
+- Requests this module answers itself (400, 408, 414, 431, 501, 505: JSON
   ``{"detail": ...}``, ``connection: close``) produce ``ConnectionTerminated``:
   no more events will come, but earlier pipelined requests are still answered
   and the error response waits for them. L3 closes once ``should_close``.
 - ``ResetStream``, or a response that has to close the connection, abandons
   the later pipelined streams: their events are ignored from then on and L3
   cancels their drivers when it closes.
+- A body that stops arriving: L3 watches ``awaiting_body`` against its clock
+  and calls ``time_out_body``, which resets the stream and answers 408.
 - ``max_header_bytes`` is enforced while the head arrives; a header line still
   incomplete is bounded by the limit plus one ``receive_data`` chunk.
 - Peer EOF (the client shut down its sending side, or closed): the request
@@ -229,6 +231,24 @@ class H1Connection:
     @property
     def pending_requests(self) -> int:
         return len(self._queue)
+
+    @property
+    def awaiting_body(self) -> bool:
+        """A request body is still to come from the client, which is not held
+        back by ``Expect: 100-continue``: if no bytes arrive (and reading is
+        not paused), the client has stalled."""
+        s = self._receiving
+        return s is not None and not s.request_done and not s.awaiting_continue
+
+    def time_out_body(self, timeout_s: float) -> list[IncomingEvent]:
+        """The body being received stopped arriving: reset its stream, answer
+        408 (after the responses it is pipelined behind) and close."""
+        if not self.awaiting_body:
+            return []
+        self._fail(408, f"the request body stopped arriving for {timeout_s:g} s")
+        events = self._events
+        self._events = []
+        return events
 
     def set_date_header(self, value: bytes) -> None:
         if b"\r" in value or b"\n" in value:

@@ -20,6 +20,7 @@ from typing import Any
 from rawserve.core.config import Config
 from rawserve.core.errors import ConfigError
 from rawserve.serving.connection import StreamConnection
+from rawserve.serving.pressure import Pressure
 from rawserve.serving.stream import App
 from rawserve.serving.tcp import TCPConnection
 
@@ -61,6 +62,10 @@ class Server:
         self.quic_port: int | None = None
         self.alt_svc: bytes | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # The connection limit, shedding, the periodic checks; their counters.
+        self.pressure = Pressure(self)
+        self.stats = self.pressure.stats
+        self._loop_handler: Any = None
         self._stop = asyncio.Event()
         self._started = False
 
@@ -92,6 +97,12 @@ class Server:
         if startup is not None:
             await startup()
         self._started = True
+        self._watch_loop_errors(loop)
+        self.pressure.start()
+        # An app that serves metrics may show the connection counters.
+        bind = getattr(self.app, "bind_connection_stats", None)
+        if bind is not None:
+            bind(self.stats)
         try:
             if cfg.http_port >= 0:
                 srv = await self._listen(loop, cfg.http_port, None)
@@ -200,10 +211,31 @@ class Server:
             # Stop taking new QUIC connections; open ones keep the socket.
             self._quic.close()
 
+    def _watch_loop_errors(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Resource exhaustion reported by the loop (accept() out of file
+        descriptors) goes to the pressure handling: shed, log rate-limited."""
+        previous = loop.get_exception_handler()
+        self._loop_handler = (loop, previous)
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            if self.pressure.on_loop_error(context, loop.time()):
+                return
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
+
     async def shutdown(self) -> None:
         if not self._started:
             return
         self._started = False
+        await self.pressure.stop()
+        if self._loop_handler is not None:
+            loop, previous = self._loop_handler
+            loop.set_exception_handler(previous)
+            self._loop_handler = None
         await self._close_listeners()
         for conn in list(self.connections):
             conn.shutdown()

@@ -5,7 +5,10 @@ HTTP/2 preface, else an HTTP/1.x request line; an HTTP/1.1 request with
 ``Upgrade: h2c`` switches it to HTTP/2 with that request as stream 1. HTTP/1.1
 requests are parsed ahead (up to ``limits.max_pipelined_requests``) but
 driven one at a time, so responses leave in request order with no
-reordering buffer; reading pauses when too much is unread.
+reordering buffer; reading pauses when too much is unread. Every connection
+is admitted by the server's ``Pressure`` (serving/pressure.py), which calls
+``check`` periodically (header data rate, request bodies that stopped) and
+``shed`` when it needs the descriptor back.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from typing import TYPE_CHECKING, cast
 import orjson
 
 from rawserve.core.errors import ProtocolError
-from rawserve.core.events import IncomingEvent, RequestReceived, UpgradeRequested
+from rawserve.core.events import IncomingEvent, RequestReceived, StreamReset, UpgradeRequested
 from rawserve.protocols.http1 import H1Connection
 from rawserve.protocols.http2 import H2Connection
 from rawserve.serving.connection import StreamConnection
+from rawserve.serving.pressure import HEADER_RATE_GRACE_S, SHED_HEADER_RATE
 from rawserve.serving.stream import StreamDriver
 
 if TYPE_CHECKING:
@@ -49,6 +53,10 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         self._unacked = 0
         self._reading_paused = False
         self._eof = False  # the client shut down its sending side
+        # Progress, for the periodic checks and for shedding (loop time).
+        self._last_read = 0.0  # when bytes last arrived, or reading resumed
+        self._head_started: float | None = None  # a request head is arriving
+        self._head_bytes = 0  # bytes received since it began
 
     # -- the carrier -------------------------------------------------------------
 
@@ -86,6 +94,13 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         self.server_addr = (sock[0], sock[1]) if isinstance(sock, tuple) else None
+        now = self.loop.time()
+        self._last_read = now
+        if not self.server.pressure.admit(self, now):
+            # At the connection limit with nothing to shed.
+            self._closed = True
+            transport.abort()
+            return
         self.server.connections.add(self)
         alpn = None
         if self.tls:
@@ -102,10 +117,17 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         self.server.track(self.run())
 
     def data_received(self, data: bytes) -> None:
+        now = self.loop.time()
+        self._last_read = now
         if self._idle_timer:
             # The keep-alive wait is over: a request has begun, and its headers
             # now have header_timeout_s to arrive (slowloris).
             self._arm_timer(self.limits.header_timeout_s)
+        if not self.http2:
+            if self._head_started is None and (self._sniffing or self.adapter.awaiting_request):
+                self._head_started = now
+                self._head_bytes = 0
+            self._head_bytes += len(data)
         if self._sniffing:
             self._sniff += data
             n = min(len(self._sniff), len(H2_PREFACE))
@@ -137,7 +159,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
             else:
                 return
         try:
-            events = self.adapter.receive_data(data, self.loop.time())
+            events = self.adapter.receive_data(data, now)
         except Exception:
             log.exception("protocol adapter failed; closing the connection")
             self.abort()
@@ -177,6 +199,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        self.server.pressure.release(self)
         self._connection_gone()
 
     def pause_writing(self) -> None:
@@ -201,6 +224,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         )
         self.http2 = True
         self.pipelined = False
+        self._head_started = None
         self.adapter.initiate()
         self._arm_timer(self.limits.idle_timeout_s)
         self._flush()
@@ -230,6 +254,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
 
     def _on_request(self, event: RequestReceived) -> None:
         self._cancel_timer()
+        self._head_started = None
         super()._on_request(event)
 
     def _admit(self, driver: StreamDriver) -> None:
@@ -290,6 +315,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         self.adapter = h2conn
         self.http2 = True
         self.pipelined = False
+        self._head_started = None
         self._h1_active = None
         self._handle_events(events)
         if event.data:
@@ -313,6 +339,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
             and not self._closed
         ):
             self._reading_paused = False
+            self._last_read = self.loop.time()  # the body timeout starts afresh
             self.transport.resume_reading()
 
     # -- timers and shutdown -------------------------------------------------
@@ -368,6 +395,63 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
             self.adapter.start_shutdown()
             self._flush()
         self._close()
+
+    # -- pressure (serving/pressure.py) -------------------------------------------
+
+    def shed_rank(self, now: float) -> tuple[int, float] | None:
+        if self._closed or self.streams:
+            return None
+        if self.http2:
+            if self.adapter.open_streams:
+                return None
+            return (2, self._last_read)  # idle longest first
+        if self._head_started is not None:
+            # Headers not complete: the slowest (bytes per second) first.
+            return (0, self._head_bytes / max(now - self._head_started, 1e-3))
+        if self._sniffing:
+            return (0, 0.0)  # connected and sent nothing
+        if self.adapter.awaiting_request:
+            return (1, self._last_read)
+        return None
+
+    def shed(self, reason: str) -> None:
+        if self._closed or self.transport is None:
+            return
+        if self.http2 and self.adapter is not None:
+            self.adapter.start_shutdown()  # GOAWAY: nothing was in progress
+            self._flush()
+        if self.transport.get_write_buffer_size():
+            self.abort()  # a peer that does not read must not hold the descriptor
+        else:
+            self._close()
+
+    def check(self, now: float) -> None:
+        """The periodic checks: the request head's data rate, and a request
+        body that stopped arriving while the server waits for it."""
+        if self._closed:
+            return
+        started = self._head_started
+        if started is not None and now - started > HEADER_RATE_GRACE_S:
+            if self._head_bytes < self.limits.min_header_rate_bytes_per_s * (now - started):
+                self.server.pressure.shed(self, SHED_HEADER_RATE)
+                return
+        timeout = self.limits.body_timeout_s
+        if timeout <= 0 or self.adapter is None:
+            return
+        if self.http2:
+            events = self.adapter.expire_bodies(now, timeout)
+        elif (
+            self.adapter.awaiting_body
+            and not self._reading_paused
+            and now - self._last_read >= timeout
+        ):
+            events = self.adapter.time_out_body(timeout)
+        else:
+            return
+        if events:
+            self.server.stats.body_timeouts += sum(isinstance(e, StreamReset) for e in events)
+            self._handle_events(events)
+            self._flush()
 
     def shutdown(self) -> None:
         """Graceful: no new requests; close once the open ones are answered."""

@@ -156,6 +156,9 @@ class H2Connection:
         # PRIORITY_UPDATE frames that arrived before their request (RFC 9218
         # section 7.1), at most max_concurrent_streams of them.
         self._early_priorities: dict[int, bytes] = {}
+        # Body bytes received for requests not yet complete, across streams
+        # (capped by limits.connection_body_bytes).
+        self.pending_body_bytes = 0
         self._rfc7540_priorities = True
         self._out = bytearray()  # frames we write ourselves, after h2's
         self._closed = False
@@ -289,6 +292,7 @@ class H2Connection:
         self._streams.clear()
         self._answered.clear()
         self._early_priorities.clear()
+        self.pending_body_bytes = 0
 
     def _translate(self, h2_events: list[h2.events.Event]) -> list[IncomingEvent]:
         out: list[IncomingEvent] = []
@@ -371,6 +375,7 @@ class H2Connection:
             priority = parse_priority_field(req.priority_field, priority)
             rfc9218 = True
         stream = Stream(priority, rfc9218, req.content_length)
+        stream.last_data = self._conn.now
         self._streams[sid] = stream
         self._last_stream_id = max(self._last_stream_id, sid)
         method = req.method.decode("ascii")
@@ -407,9 +412,22 @@ class H2Connection:
         padding = ev.flow_controlled_length - len(data)
         if padding:
             self._conn.acknowledge_received_data(padding, sid)
+        stream.last_data = self._conn.now
         if data:
-            stream.unacked += len(data)
-            stream.received += len(data)
+            n = len(data)
+            if self.pending_body_bytes + n > self._limits.connection_body_bytes:
+                # Many streams each holding part of a body: the one that
+                # crosses the connection's cap goes (it cannot be answered 413
+                # in general: its handler may already be reading).
+                self._conn.acknowledge_received_data(n, sid)
+                self._reset(sid, ErrorCodes.ENHANCE_YOUR_CALM)
+                out.append(StreamReset(sid, ResetReason.EXCESSIVE_LOAD))
+                return
+            stream.unacked += n
+            stream.received += n
+            if not stream.request_ended:
+                stream.pending += n
+                self.pending_body_bytes += n
             out.append(BodyReceived(sid, data))
 
     def _on_stream_ended(self, sid: int, out: list[IncomingEvent]) -> None:
@@ -424,6 +442,7 @@ class H2Connection:
             out.append(StreamReset(sid, ResetReason.PROTOCOL_ERROR))
             return
         stream.request_ended = True
+        self._release_pending(stream)
         out.append(EndOfRequest(sid))
 
     def _on_trailers(self, ev: h2.events.TrailersReceived, out: list[IncomingEvent]) -> None:
@@ -553,6 +572,29 @@ class H2Connection:
             stream.unacked -= n
             self._conn.acknowledge_received_data(n, stream_id)
 
+    def expire_bodies(self, now: float, timeout_s: float) -> list[IncomingEvent]:
+        """Reset (CANCEL) the streams whose request body has not advanced for
+        ``timeout_s`` although the client had window to send it: HEADERS
+        without the DATA, or a body that stops. A stream whose window the
+        server holds shut (its handler is not reading) is not stalled by the
+        client; its time starts afresh."""
+        out: list[IncomingEvent] = []
+        if self._closed:
+            return out
+        for sid, stream in list(self._streams.items()):
+            if stream.request_ended:
+                continue
+            try:
+                window = self._conn.remote_flow_control_window(sid)
+            except h2.exceptions.ProtocolError:  # h2 has closed it already
+                continue
+            if window <= 0:
+                stream.last_data = now
+            elif now - stream.last_data >= timeout_s:
+                self._reset(sid, ErrorCodes.CANCEL)
+                out.append(StreamReset(sid, ResetReason.CANCELLED))
+        return out
+
     # -- stream endings ----------------------------------------------------
 
     def _finish(self, sid: int, stream: Stream) -> None:
@@ -589,8 +631,13 @@ class H2Connection:
         stream.queued = 0
         self._forget(sid, stream)
 
+    def _release_pending(self, stream: Stream) -> None:
+        self.pending_body_bytes -= stream.pending
+        stream.pending = 0
+
     def _forget(self, sid: int, stream: Stream) -> None:
         self._streams.pop(sid, None)
+        self._release_pending(stream)
         if stream.unacked and not self._closed:
             # The application will not acknowledge bytes of a finished
             # stream; without this the connection window would leak.

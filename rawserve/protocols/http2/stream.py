@@ -15,6 +15,8 @@ class Stream:
     __slots__ = (
         "closing",
         "expected_length",
+        "last_data",
+        "pending",
         "priority",
         "queue",
         "queued",
@@ -38,3 +40,7 @@ class Stream:
         self.unacked = 0  # body bytes delivered but not acknowledged
         self.expected_length = expected_length
         self.received = 0
+        # Body bytes counted against the connection's cap until the request
+        # ends or the stream goes, and when the client last made progress.
+        self.pending = 0
+        self.last_data = 0.0
