@@ -29,6 +29,8 @@ from rawserve.exception_handlers import (
     server_error_response,
 )
 from rawserve.exceptions import HTTPException, RequestValidationError
+from rawserve.openapi import docs
+from rawserve.openapi.utils import get_openapi
 from rawserve.requests import JSONDecodeError, Request
 from rawserve.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from rawserve.routing import (
@@ -114,8 +116,12 @@ class _AsyncLift:
 
 
 class RawServe:
-    """The application. FastAPI's constructor arguments are accepted; those
-    about OpenAPI and docs pages are kept as attributes and otherwise unused."""
+    """The application. FastAPI's constructor arguments are accepted; the
+    OpenAPI document is served at ``openapi_url``, Swagger UI at ``docs_url``
+    and ReDoc at ``redoc_url`` (``None`` turns each off). The pages' scripts
+    and styles come from FastAPI's default CDN URLs unless ``swagger_js_url``,
+    ``swagger_css_url``, ``swagger_favicon_url``, ``redoc_js_url`` or
+    ``redoc_favicon_url`` point elsewhere (local copies, on a box offline)."""
 
     def __init__(
         self,
@@ -135,6 +141,23 @@ class RawServe:
         priority: int | Priority | None = None,
         strict_content_type: Any = DEFAULT_TRUE,
         root_path: str = "",
+        openapi_url: str | None = "/openapi.json",
+        openapi_tags: list[dict[str, Any]] | None = None,
+        servers: list[dict[str, Any]] | None = None,
+        docs_url: str | None = "/docs",
+        redoc_url: str | None = "/redoc",
+        swagger_ui_oauth2_redirect_url: str | None = "/docs/oauth2-redirect",
+        swagger_ui_init_oauth: dict[str, Any] | None = None,
+        swagger_ui_parameters: dict[str, Any] | None = None,
+        terms_of_service: str | None = None,
+        contact: dict[str, Any] | None = None,
+        license_info: dict[str, Any] | None = None,
+        openapi_external_docs: dict[str, Any] | None = None,
+        swagger_js_url: str = docs.SWAGGER_JS_URL,
+        swagger_css_url: str = docs.SWAGGER_CSS_URL,
+        swagger_favicon_url: str = docs.SWAGGER_FAVICON_URL,
+        redoc_js_url: str = docs.REDOC_JS_URL,
+        redoc_favicon_url: str = docs.REDOC_FAVICON_URL,
         **extra: Any,
     ) -> None:
         self.debug = debug
@@ -165,6 +188,100 @@ class RawServe:
         self._table_len = -1
         self._lifespan_stack: contextlib.AsyncExitStack | None = None
         self._lifespan_state: dict[str, Any] = {}
+        self.openapi_version = "3.1.0"
+        self.openapi_url = openapi_url
+        self.openapi_tags = openapi_tags
+        self.servers = list(servers or [])
+        self.docs_url = docs_url
+        self.redoc_url = redoc_url
+        self.swagger_ui_oauth2_redirect_url = swagger_ui_oauth2_redirect_url
+        self.swagger_ui_init_oauth = swagger_ui_init_oauth
+        self.swagger_ui_parameters = swagger_ui_parameters
+        self.terms_of_service = terms_of_service
+        self.contact = contact
+        self.license_info = license_info
+        self.openapi_external_docs = openapi_external_docs
+        self.swagger_js_url = swagger_js_url
+        self.swagger_css_url = swagger_css_url
+        self.swagger_favicon_url = swagger_favicon_url
+        self.redoc_js_url = redoc_js_url
+        self.redoc_favicon_url = redoc_favicon_url
+        self.openapi_schema: dict[str, Any] | None = None
+        if self.openapi_url:
+            assert self.title, "A title must be provided for OpenAPI, e.g.: 'My API'"
+            assert self.version, "A version must be provided for OpenAPI, e.g.: '2.1.0'"
+        self.setup()
+
+    # -- OpenAPI and the docs pages (FastAPI's) -------------------------------------------
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document, made on first use and kept in ``openapi_schema``."""
+        if not self.openapi_schema:
+            self.openapi_schema = get_openapi(
+                title=self.title,
+                version=self.version,
+                openapi_version=self.openapi_version,
+                summary=self.summary,
+                description=self.description,
+                terms_of_service=self.terms_of_service,
+                contact=self.contact,
+                license_info=self.license_info,
+                routes=self.routes,
+                tags=self.openapi_tags,
+                servers=self.servers,
+                external_docs=self.openapi_external_docs,
+            )
+        return self.openapi_schema
+
+    def setup(self) -> None:
+        """Add the routes of the document and the docs pages."""
+        if not self.openapi_url:
+            return
+        openapi_url = self.openapi_url
+
+        async def openapi(request: Request) -> Response:
+            root_path = self.root_path.rstrip("/")
+            schema = self.openapi()
+            if root_path and not self.servers and not schema.get("servers"):
+                schema = {**schema, "servers": [{"url": root_path}]}
+            return JSONResponse(schema)
+
+        self.add_route(openapi_url, openapi, include_in_schema=False)
+        if self.docs_url:
+            oauth2_redirect_url = self.swagger_ui_oauth2_redirect_url
+
+            async def swagger_ui_html(request: Request) -> Response:
+                return docs.get_swagger_ui_html(
+                    openapi_url=self.root_path + openapi_url,
+                    title=f"{self.title} - Swagger UI",
+                    swagger_js_url=self.swagger_js_url,
+                    swagger_css_url=self.swagger_css_url,
+                    swagger_favicon_url=self.swagger_favicon_url,
+                    oauth2_redirect_url=(
+                        self.root_path + oauth2_redirect_url if oauth2_redirect_url else None
+                    ),
+                    init_oauth=self.swagger_ui_init_oauth,
+                    swagger_ui_parameters=self.swagger_ui_parameters,
+                )
+
+            self.add_route(self.docs_url, swagger_ui_html, include_in_schema=False)
+            if oauth2_redirect_url:
+
+                async def swagger_ui_redirect(request: Request) -> Response:
+                    return docs.get_swagger_ui_oauth2_redirect_html()
+
+                self.add_route(oauth2_redirect_url, swagger_ui_redirect, include_in_schema=False)
+        if self.redoc_url:
+
+            async def redoc_html(request: Request) -> Response:
+                return docs.get_redoc_html(
+                    openapi_url=self.root_path + openapi_url,
+                    title=f"{self.title} - ReDoc",
+                    redoc_js_url=self.redoc_js_url,
+                    redoc_favicon_url=self.redoc_favicon_url,
+                )
+
+            self.add_route(self.redoc_url, redoc_html, include_in_schema=False)
 
     # -- registration (delegated to the router) ---------------------------------------------
 

@@ -285,7 +285,9 @@ class APIRoute:
         )
         self.tags = list(tags or [])
         self.summary = summary
-        self.description = description or (getattr(endpoint, "__doc__", None) or "")
+        # FastAPI's: the docstring without its indentation, up to a form feed.
+        doc = getattr(endpoint, "__doc__", None) or ""
+        self.description = description or inspect.cleandoc(doc).split("\f")[0]
         self.include_in_schema = include_in_schema
         self.extra = extra
         self.raw = raw
@@ -350,7 +352,7 @@ class APIRoute:
             # filters (a model or dataclass inside) changes the result, so only
             # those pay for validation here.
             if ret is not None and self.is_stream:
-                ret = _stream_item_type(ret)
+                ret = stream_item_type(ret)
             if ret is not None and not lenient_issubclass(ret, Response) and needs_pydantic(ret):
                 model = ret
         if model is None or pydantic_module() is None:
@@ -552,7 +554,7 @@ _STREAM_ORIGINS = frozenset(
 )
 
 
-def _stream_item_type(annotation: Any) -> Any:
+def stream_item_type(annotation: Any) -> Any:
     """``Item`` from ``AsyncIterable[Item]`` (or any iterator/generator
     spelling); None when the annotation does not say."""
     if get_origin(annotation) in _STREAM_ORIGINS:
@@ -701,6 +703,13 @@ class APIRouter:
         strict_content_type: Any = DEFAULT_TRUE,
         **kwargs: Any,
     ) -> APIRoute:
+        # The router's documentation defaults, merged as FastAPI merges them.
+        if self.responses or kwargs.get("responses"):
+            kwargs["responses"] = {**self.responses, **(kwargs.get("responses") or {})}
+        if self.deprecated and kwargs.get("deprecated") is None:
+            kwargs["deprecated"] = True
+        if not self.include_in_schema:
+            kwargs["include_in_schema"] = False
         route = APIRoute(
             self.prefix + path,
             endpoint,
@@ -845,6 +854,10 @@ class APIRouter:
                 kw.pop("strict_content_type", DEFAULT_TRUE), router.strict_content_type
             )
             methods = kw.pop("methods", None)
+            if responses:
+                kw["responses"] = {**responses, **(kw.get("responses") or {})}
+            if deprecated:
+                kw["deprecated"] = True
             self.add_api_route(
                 prefix + route.path,
                 route.endpoint,

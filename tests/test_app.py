@@ -795,8 +795,9 @@ async def test_route_priority_applies_when_the_client_sent_none() -> None:
     async def plain(request: Request) -> int:
         return request.priority.urgency
 
-    assert app.routes[0].priority == Priority(0)
-    assert app.routes[1].priority is None
+    by_path = {r.path: r for r in app.routes}
+    assert by_path["/urgent"].priority == Priority(0)
+    assert by_path["/plain"].priority is None
     assert (await call(app, "POST", "/urgent")).json() == {"u": 0, "i": False}
     # A client signal wins, even one that spells out the default urgency.
     r = await call(app, "POST", "/urgent", priority=Priority(5, True))

@@ -59,6 +59,8 @@ LAYERS: dict[str, str] = {
     "encoders": L2,
     "background": L2,
     "exception_handlers": L2,
+    "openapi": L2,
+    "openapi.*": L2,
     # Internals of the surface, each about one thing (FastAPI's dependencies/,
     # starlette's convertors, formparsers and concurrency).
     "dependencies": L2,
