@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from aioquic.h3.connection import ErrorCode
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import ErrorCode, encode_frame
 from aioquic.tls import SessionTicket
 
 from rawserve import FastAPI, Request
 from rawserve.core.config import InferenceSettings
 from rawserve.inference.app import create_app
+from rawserve.protocols.http3.h3 import PRIORITY_UPDATE_REQUEST
 from rawserve.responses import PlainTextResponse, StreamingResponse
 from rawserve.serving.quic import QUICConnection
 from tests.conftest import RunningServer, need, run_server
@@ -382,6 +384,64 @@ def test_goaway_at_shutdown_lets_the_in_flight_request_finish() -> None:
         r, code = h3(s, run)
         assert r.status == 200 and json.loads(r.body) == {"slow": True}
         assert code == ErrorCode.H3_NO_ERROR
+
+
+def test_http3_alone_without_a_tls_listener() -> None:
+    with run_server(make_app(), tls=False, quic_port=free_udp_port()) as s:
+        assert s.server.https_port is None and s.server.quic_port
+        assert s.server.urls()[-1].endswith("(HTTP/3, UDP)")
+        assert h3(s, lambda c: c.request("GET", "/")).status == 200
+
+
+def test_priority_update_moves_a_request_queued_for_inference() -> None:
+    app = slow_app(0.02)
+    with run_server(app, quic_port=None) as s:
+        wait_ready(s)
+        body = json.dumps({"inputs": ROWS[0]}).encode()
+        head = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"priority", b"u=7"),
+        ]
+
+        async def run(c: H3Client) -> Any:
+            # Distinct bodies: a result cache must not merge them.
+            backlog = []
+            for i in range(20):
+                b = json.dumps({"inputs": ROWS[i % len(ROWS)], "n": i}).encode()
+                h = [*head[:1], (b"content-length", b"%d" % len(b)), head[2]]
+                backlog.append(c.start("POST", "/predict", body=b, headers=h))
+            await wait_async(lambda: app.engine.stats("digits")["queued"] >= 15)
+            moved = backlog[-1]
+            control = c.h3._local_control_stream_id
+            payload = encode_uint_var(moved) + b"u=0"
+            c._quic.send_stream_data(control, encode_frame(PRIORITY_UPDATE_REQUEST, payload))
+            c.transmit()
+            await wait_async(lambda: app.engine.stats("digits")["queued_by_urgency"][0] == 1)
+            done_before = app.engine.stats("digits")["items_run"]
+            order: list[int] = []
+            pending = {asyncio.ensure_future(c.done[sid]): sid for sid in backlog}
+            while pending:
+                finished, _ = await asyncio.wait(pending, timeout=30, return_when="FIRST_COMPLETED")
+                assert finished, "responses stopped"
+                for f in finished:
+                    assert f.result().status == 200, f.result().body
+                    order.append(pending.pop(f))
+            return order, moved, done_before
+
+        order, moved, done_before = h3(s, run)
+        assert len(order) == 20
+        # Sent last at u=7 it would finish last; moved to u=0 it runs as soon
+        # as the running batch ends (results leave in completion order).
+        assert order.index(moved) <= done_before + 1, (order, done_before)
+
+
+def free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_ngtcp2_gtlsclient_gets_a_response(srv: RunningServer, tmp_path: Path) -> None:

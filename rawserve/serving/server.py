@@ -91,7 +91,7 @@ class Server:
         cfg = self.config
         loop = asyncio.get_running_loop()
         ssl_context: ssl.SSLContext | None = None
-        if cfg.port >= 0:
+        if cfg.port >= 0 or (cfg.quic_port or 0) > 0:
             ssl_context = self._ssl_context()
         startup = getattr(self.app, "startup", None)
         if startup is not None:
@@ -108,10 +108,14 @@ class Server:
                 srv = await self._listen(loop, cfg.http_port, None)
                 self.http_port = srv.sockets[0].getsockname()[1]
             if ssl_context is not None:
-                srv = await self._listen(loop, cfg.port, ssl_context)
-                self.https_port = srv.sockets[0].getsockname()[1]
-                if cfg.quic_port != 0:
-                    self._listen_quic(self.https_port if cfg.quic_port is None else cfg.quic_port)
+                if cfg.port >= 0:
+                    srv = await self._listen(loop, cfg.port, ssl_context)
+                    self.https_port = srv.sockets[0].getsockname()[1]
+                # HTTP/3 on the TLS port's number unless told otherwise; it
+                # may also run alone (--port -1 --quic-port N).
+                quic_port = self.https_port if cfg.quic_port is None else cfg.quic_port
+                if quic_port:
+                    self._listen_quic(quic_port)
         except BaseException:
             await self._close_listeners()
             raise
