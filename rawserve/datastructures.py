@@ -81,7 +81,8 @@ class URL:
         if host.startswith("["):
             host = host[host.find("]") + 1 :]
         _, sep, port = host.rpartition(":")
-        if sep and port.isdigit():
+        # Ports have at most 5 digits; a client's Host header can hold anything.
+        if sep and port.isascii() and port.isdigit() and len(port) <= 5:
             return int(port)
         return None
 

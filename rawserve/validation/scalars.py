@@ -16,20 +16,28 @@ from rawserve.validation.errors import fail
 __all__ = ["SCALARS", "any_value", "enum_validator", "literal_validator", "upload_file"]
 
 _INT_MSG = "Input should be a valid integer, unable to parse string as an integer"
+_INT_SIZE_MSG = "Unable to parse input string as an integer, exceeded maximum size"
 _FLOAT_MSG = "Input should be a valid number, unable to parse string as a number"
 _BOOL_MSG = "Input should be a valid boolean, unable to interpret input"
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 
 
+# Python's int() refuses longer digit strings (and pydantic says so with its
+# own error type); the check comes first so a client's number never reaches it.
+MAX_INT_DIGITS = 4300
+
+
 def _parse_int_str(v: str) -> int:
     s = v.strip()
     if s.isascii():
+        head, dot, frac = s.partition(".")
+        if len(head.lstrip("+-")) > MAX_INT_DIGITS and head.lstrip("+-").isdigit():
+            fail("int_parsing_size", _INT_SIZE_MSG, v)
         try:
             return int(s)
         except ValueError:
             # pydantic accepts an integral number written with a zero fraction.
-            head, dot, frac = s.partition(".")
             if dot and frac and not frac.strip("0") and head.lstrip("+-").isdigit():
                 return int(head)
     fail("int_parsing", _INT_MSG, v)
