@@ -239,6 +239,34 @@ def test_a_client_that_stops_reading_holds_at_most_a_window_in_quic() -> None:
     assert sent < 3 * 1024 * 1024
 
 
+def test_a_request_open_longer_than_the_idle_timeout_keeps_its_connection() -> None:
+    pair = Pair(Limits(idle_timeout_s=1.0))
+    sid = open_request(pair, GET)
+    pair.take()
+    server = pair.server
+    assert server is not None
+    start = pair.now
+    # The handler thinks for 10 idle timeouts; only timers move time.
+    while pair.now < start + 10.0:
+        at = server.get_timer()
+        assert at is not None
+        pair.now = max(pair.now, at)
+        pair.server_events += server.handle_timer(pair.now)
+        pair.exchange()
+        assert not server.terminated
+    server.send(ResponseStart(sid, 200, end_stream=True))
+    pair.exchange()
+    assert any(isinstance(e, HeadersReceived) for e in pair.client_events)
+    # With nothing open, the idle timeout applies again.
+    for _ in range(100):
+        at = server.get_timer()
+        if at is None or server.terminated:
+            break
+        pair.now = max(pair.now, at)
+        server.handle_timer(pair.now)
+    assert server.terminated
+
+
 def test_reset_codes_map_to_reasons() -> None:
     assert reason_from_code(ErrorCode.H3_REQUEST_CANCELLED) is ResetReason.CANCELLED
     assert reason_from_code(ErrorCode.H3_REQUEST_REJECTED) is ResetReason.REFUSED

@@ -136,6 +136,10 @@ class H3Connection:
         self._control_frames = RateLimit(limits.max_control_frames_per_s)
         self._goaway_id: int | None = None
         self._closing = False
+        # QUIC's idle timeout counts silence, not open requests: while one is
+        # open, a PING every half timeout keeps a slow handler's connection.
+        self._keepalive_s = limits.idle_timeout_s / 2
+        self._last_heard = 0.0
         self.terminated = False
         # Connection IDs issued and retired since the glue last looked.
         self.issued_cids: list[bytes] = []
@@ -167,13 +171,27 @@ class H3Connection:
     def receive_datagram(
         self, data: bytes, addr: NetworkAddress, now: float
     ) -> list[IncomingEvent]:
+        self._last_heard = now
         self._quic.receive_datagram(data, addr, now)
         return self._process(now)
 
     def get_timer(self) -> float | None:
-        return self._quic.get_timer()
+        at = self._quic.get_timer()
+        if self._streams and self._keepalive_s > 0 and not self._closing:
+            ping_at = self._last_heard + self._keepalive_s
+            if at is None or ping_at < at:
+                return ping_at
+        return at
 
     def handle_timer(self, now: float) -> list[IncomingEvent]:
+        if (
+            self._streams
+            and self._keepalive_s > 0
+            and not self._closing
+            and now >= self._last_heard + self._keepalive_s
+        ):
+            self._quic.send_ping(0)
+            self._last_heard = now  # the next one half a timeout later
         self._quic.handle_timer(now)
         return self._process(now)
 
