@@ -24,6 +24,8 @@ import h2.settings
 import h2.stream
 import hpack
 import hpack.hpack
+import hpack.huffman
+import hpack.huffman_constants
 import hpack.huffman_table
 import hpack.struct
 import hpack.table
@@ -98,6 +100,12 @@ _method(TABLE, "search", ["self", "name", "value"], f"{HPACK}: FastEncoder.add")
 _function(hpack.table, "table_entry_size", ["name", "value"], f"{HPACK}: FastDecoder.decode")
 _function(hpack.huffman_table, "decode_huffman", ["huffman_string"], f"{HPACK}: FastDecoder")
 _method(
+    hpack.huffman.HuffmanEncoder,
+    "encode",
+    ["self", "bytes_to_encode"],
+    f"{HPACK}: _LinearHuffman replaces Encoder.huffman_coder",
+)
+_method(
     h2.settings.Settings,
     "validate_received_setting",
     ["self", "setting", "value"],
@@ -114,6 +122,10 @@ def _instance_attr(what: str, make: Callable[[], Any], name: str, kind: type, wh
     ATTRIBUTES.append((f"{what}.{name}", get, where))
 
 
+def _assert(condition: bool) -> None:
+    assert condition
+
+
 def _h2() -> h2.connection.H2Connection:
     return H2(h2.config.H2Configuration(client_side=False))
 
@@ -122,6 +134,10 @@ _instance_attr("H2Connection()", _h2, "_frame_dispatch_table", dict, f"{CORE}: _
 _instance_attr("H2Connection()", _h2, "_closed_streams", dict, f"{CORE}: Core._refuse_stream")
 _instance_attr("FrameBuffer()", lambda: FB(server=True), "_data", bytearray, f"{FRAMING}: __next__")
 _instance_attr("FrameBuffer()", lambda: FB(server=True), "_headers_buffer", list, FRAMING)
+_instance_attr("Encoder()", ENC, "table_size_changes", list, f"{HPACK}: FastEncoder")
+_instance_attr(
+    "Encoder()", ENC, "huffman_coder", hpack.huffman.HuffmanEncoder, f"{HPACK}: FastEncoder"
+)
 _instance_attr(
     "StreamClosedError(1)", lambda: h2.exceptions.StreamClosedError(1), "_events", list, CORE
 )
@@ -140,6 +156,21 @@ ATTRIBUTES += [
     ("hpack.hpack.INDEX_NEVER", lambda: hpack.hpack.INDEX_NEVER, HPACK),
     ("hpack.struct.HeaderTuple", lambda: hpack.struct.HeaderTuple, HPACK),
     ("hpack.struct.NeverIndexedHeaderTuple", lambda: hpack.struct.NeverIndexedHeaderTuple, HPACK),
+    (
+        "hpack.huffman_constants.REQUEST_CODES/_LENGTH (257 codes)",
+        lambda: _assert(
+            len(hpack.huffman_constants.REQUEST_CODES) == 257
+            and len(hpack.huffman_constants.REQUEST_CODES_LENGTH) == 257
+        ),
+        f"{HPACK}: huffman_encode",
+    ),
+    (
+        "hpack.Encoder.header_table_size (a property)",
+        lambda: _assert(isinstance(ENC.__dict__.get("header_table_size"), property)),
+        f"{HPACK}: FastEncoder overrides it",
+    ),
+    ("HeaderTable().maxsize", lambda: TABLE().maxsize, f"{HPACK}: FastEncoder"),
+    ("HeaderTable().resized", lambda: TABLE().resized, f"{HPACK}: FastEncoder"),
 ]
 
 
