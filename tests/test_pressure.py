@@ -227,3 +227,57 @@ def test_an_app_with_the_hook_gets_the_connection_counters() -> None:
         assert get(srv.http_port).startswith(b"HTTP/1.1 200 OK")
         assert got and got[0] is srv.server.stats
         assert got[0].accepted >= 1
+
+
+def test_out_of_descriptors_sheds_idle_connections_and_logs_once() -> None:
+    """A server in a process allowed 40 descriptors, its connection limit set
+    far above that: 80 idle connections exhaust them. accept() fails with
+    EMFILE; the server sheds the idle ones, serves a real client, and says so
+    in one log line (asyncio alone logs a traceback a second and stays stuck
+    until the header timeout)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40)); "
+        "from rawserve.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    args = ["tests.apps.limits_app:app", "--http-port", str(port), "--port", "-1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args, "--limit-connections", "1000"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    hogs: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until the server listens
+            assert time.monotonic() < deadline and proc.poll() is None
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        hogs = [socket.create_connection(("127.0.0.1", port)) for _ in range(80)]
+        served = b""
+        while not served.startswith(b"HTTP/1.1 200"):
+            assert time.monotonic() < deadline, "never served while descriptors ran out"
+            try:
+                served = get(port, timeout=3)
+            except OSError:
+                time.sleep(0.2)
+    finally:
+        for s in hogs:
+            s.close()
+        proc.terminate()
+        err = proc.communicate(timeout=30)[1]
+    assert err.count("cannot accept connections: Too many open files") == 1, err
+    assert "out of system resource" not in err and "Traceback" not in err, err

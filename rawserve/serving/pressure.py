@@ -203,18 +203,20 @@ class Pressure:
         if not isinstance(exc, OSError) or exc.errno not in _RESOURCE_ERRNOS:
             return False
         self.stats.accept_errors += 1
-        if self.connections:
-            self.make_room(now)
+        open_before = len(self.connections)
+        shed = self.make_room(now) if self.connections else 0
         if now - self._resource_logged_at < RESOURCE_LOG_INTERVAL_S:
             self._resource_held_back += 1
             return True
         held, self._resource_held_back = self._resource_held_back, 0
         self._resource_logged_at = now
         log.warning(
-            "cannot accept connections: %s (%d open, limit %d; --limit-connections, ulimit -n)%s",
+            "cannot accept connections: %s with %d open (limit %d: --limit-connections, "
+            "ulimit -n); closed %d making no progress%s",
             exc.strerror or exc,
-            len(self.connections),
+            open_before,
             self.max_connections,
+            shed,
             f"; {held} more like it not logged" if held else "",
         )
         return True
