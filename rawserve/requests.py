@@ -9,9 +9,9 @@ inference handlers read the body and nothing else.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Mapping
 from http.cookies import _unquote
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -45,6 +45,14 @@ class JSONDecodeError(json.JSONDecodeError):
 _NOT_READ: Any = object()
 
 
+class Pusher(Protocol):
+    """What a request's stream offers for server push (the stream driver)."""
+
+    def push_allowed(self) -> bool: ...
+
+    def push(self, path: str, headers: list[tuple[bytes, bytes]]) -> bool: ...
+
+
 class Request:
     __slots__ = (
         "_body",
@@ -55,6 +63,7 @@ class Request:
         "_headers",
         "_json",
         "_priority_listeners",
+        "_pusher",
         "_query_params",
         "_state",
         "_stream",
@@ -96,6 +105,8 @@ class Request:
         self._form: FormData | None = None
         self._stream_consumed = False
         self._priority_listeners: list[Callable[[Priority], None]] | None = None
+        # Set by the stream driver while the request's stream can carry pushes.
+        self._pusher: Pusher | None = None
 
     # -- priority ----------------------------------------------------------------
 
@@ -120,6 +131,28 @@ class Request:
                 listeners.remove(listener)
 
         return remove
+
+    # -- server push ----------------------------------------------------------------
+
+    @property
+    def can_push(self) -> bool:
+        """Whether ``push`` can work: HTTP/2 with push allowed by the client."""
+        return self._pusher is not None and self._pusher.push_allowed()
+
+    async def push(self, path: str, headers: Mapping[str, str] | None = None) -> bool:
+        """Push a same-origin ``GET path`` to the client before it asks (HTTP/2
+        server push): the server answers it like any request to this app, on
+        a stream of its own. False when it cannot be pushed (HTTP/1.1, push
+        disabled by the client, limits reached, or a path the client refused
+        before); fetch or link it then."""
+        if not path.startswith("/") or path.startswith("//"):
+            raise ValueError(f"push needs a same-origin path starting with '/', got {path!r}")
+        if self._pusher is None:
+            return False
+        raw = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
+        ]
+        return self._pusher.push(path, raw)
 
     # -- request line and headers ---------------------------------------------
 

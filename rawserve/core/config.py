@@ -63,6 +63,10 @@ class Limits:
     # After its first second, a request head must average this rate, or the
     # connection is closed (slowloris sends a byte every few seconds).
     min_header_rate_bytes_per_s: int = 100
+    # Server push (HTTP/2): promises per connection, and pushed streams open at
+    # once (also within the client's SETTINGS_MAX_CONCURRENT_STREAMS).
+    max_pushes_per_connection: int = 1000
+    max_concurrent_pushes: int = 100
 
 
 @dataclass(frozen=True)

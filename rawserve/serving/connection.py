@@ -21,6 +21,7 @@ from rawserve.core.events import (
     BodyReceived,
     ConnectionTerminated,
     EndOfRequest,
+    Headers,
     IncomingEvent,
     OutgoingEvent,
     PriorityChanged,
@@ -154,6 +155,24 @@ class StreamConnection:
             return
         self.adapter.acknowledge(stream_id, n)
         self._schedule_flush()
+
+    def push_allowed(self, stream_id: int) -> bool:
+        """Whether a push can be promised on ``stream_id`` (HTTP/2 with push on)."""
+        allowed = getattr(self.adapter, "push_allowed", None)
+        return not self._closed and allowed is not None and bool(allowed(stream_id))
+
+    def push(self, stream_id: int, path: str, headers: Headers) -> bool:
+        """Promise ``GET path`` on ``stream_id`` and answer it like a request
+        (a driver of its own runs the app for it)."""
+        push = getattr(self.adapter, "push", None)
+        if self._closed or push is None:
+            return False
+        event: RequestReceived | None = push(stream_id, path, headers)
+        if event is None:
+            return False
+        self._on_request(event)
+        self._schedule_flush()
+        return True
 
     # -- tasks ---------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from rawserve.core.priority import Priority
 from rawserve.exception_handlers import server_error_response
 from rawserve.requests import Request
 from rawserve.serving.body import BodyStream
+from rawserve.serving.push import preload_links
 
 log = logging.getLogger("rawserve.serving.stream")
 access_log = logging.getLogger("rawserve.access")
@@ -63,6 +64,12 @@ class ConnectionHandle(Protocol):
         StreamClosedError if it was reset or the connection closed."""
 
     def acknowledge(self, stream_id: int, n: int) -> None: ...
+
+    # Server push, where the protocol has it (a connection without these
+    # methods cannot push: HTTP/1.1, a test's fake connection).
+    #
+    # def push_allowed(self, stream_id: int) -> bool
+    # def push(self, stream_id: int, path: str, headers: Headers) -> bool
 
 
 class App(Protocol):
@@ -157,6 +164,8 @@ class StreamDriver:
                 app=self.app,
             )
             self.request = request
+            if getattr(self.conn, "push", None) is not None:
+                request._pusher = self
             timeout = self.config.limits.request_timeout_s
             if timeout > 0:
                 try:
@@ -229,6 +238,8 @@ class StreamDriver:
         # its PROTOCOL_ERROR instead of vanishing into a closed stream.
         hold = not self.body.complete and self.event.http_version in ("2", "3")
         self._move(SENDING)
+        if b"link" in {name for name, _ in headers}:
+            self._preload(headers)
         body = getattr(response, "body", None)
         sent = 0
         if body is not None and not getattr(response, "is_streaming", False):
@@ -266,6 +277,33 @@ class StreamDriver:
                 conn.send(ResetStream(sid, ResetReason.NO_ERROR))
         self._move(DONE)
         return sent
+
+    # -- server push (Pusher, for Request.push) -----------------------------------
+
+    def push_allowed(self) -> bool:
+        if self.state not in (HANDLING, SENDING):
+            return False  # a push is promised on its request's open stream
+        allowed = getattr(self.conn, "push_allowed", None)
+        return allowed is not None and bool(allowed(self.stream_id))
+
+    def push(self, path: str, headers: list[tuple[bytes, bytes]]) -> bool:
+        if not self.push_allowed():
+            return False
+        push = self.conn.push  # type: ignore[attr-defined]
+        return bool(push(self.stream_id, path, headers))
+
+    def _preload(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """``Link: <...>; rel=preload``: push what can be pushed; the rest goes
+        out first in a 103 Early Hints (RFC 8297)."""
+        hints = [
+            link.value
+            for link in preload_links(headers)
+            if not (link.path and self.push(link.path, []))
+        ]
+        if hints:
+            self.conn.send(
+                InformationalResponse(self.stream_id, 103, [(b"link", v) for v in hints])
+            )
 
     async def _drain_request_body(self) -> bool:
         """Read and drop what is left of the request body, within

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from rawserve.applications import RawServe
 from rawserve.core.config import InferenceSettings
@@ -24,6 +24,7 @@ from rawserve.requests import Request
 from rawserve.responses import Response
 
 log = logging.getLogger("rawserve.inference")
+T = TypeVar("T")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -123,11 +124,12 @@ class InferenceApp(RawServe):
             return
         log.info("models ready: %s", ", ".join(names))
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` in the background, owned by the app until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background_done)
+        return task
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)

@@ -27,7 +27,7 @@ from rawserve.inference.app import predict
 from rawserve.inference.app.application import InferenceApp
 from rawserve.inference.app.errors import detail_error
 from rawserve.inference.app.submit import deadline_s, infer_cached, prepare
-from rawserve.inference.cache import CachedResult
+from rawserve.inference.cache import CachedResult, result_path
 from rawserve.requests import Request
 from rawserve.responses import Response, StreamingResponse
 from rawserve.routing import APIRouter
@@ -199,8 +199,9 @@ MAX_BATCH_ITEMS = 1024
 async def predict_batch(request: Request) -> Response:
     """``{"items": [[...], ...]}``: answers at once with the path of each
     item's result (``{"results": [...]}``, in item order) and computes them
-    in the background; ``GET /results/{key}`` of one still being computed
-    waits for it."""
+    in the background. A client that allows push (HTTP/2) gets each result
+    pushed the moment it is ready (cached ones at once); otherwise it GETs
+    them, and ``GET /results/{key}`` of one still being computed waits."""
     app: InferenceApp = request.app
     name = app.default_model
     if name is None or not app.engine.ready:
@@ -236,9 +237,10 @@ async def predict_batch(request: Request) -> Response:
             return detail_error(f"items[{i}]: {_message(exc)}", 422)
         prepared.append((arrays, key))
     timeout_s = deadline_s(request, None)
-    paths = []
+    paths: list[str] = []
+    tasks: list[asyncio.Task[CachedResult]] = []
     for arrays, key in prepared:
-        paths.append(f"/results/{key}")
+        paths.append(result_path(key))
 
         async def compute(arrays: dict[str, Any] = arrays, key: str = key) -> CachedResult:
             got = await infer_cached(
@@ -254,9 +256,32 @@ async def predict_batch(request: Request) -> Response:
             )
             return got.value
 
-        app.spawn(compute())
-    return Response(
-        orjson.dumps({"results": paths, "model": name}),
-        202,
-        {"content-type": "application/json"},
-    )
+        tasks.append(app.spawn(compute()))
+    manifest = orjson.dumps({"results": paths, "model": name})
+    headers = {"content-type": "application/json"}
+    if not request.can_push:
+        return Response(manifest, 202, headers)
+
+    async def manifest_then_pushes() -> AsyncIterator[bytes]:
+        # The stream stays open until every result is promised: a push is
+        # promised on its request's stream, which must not have ended.
+        pushed: set[str] = set()
+        for task in tasks:  # cached results are ready now: push them first
+            if task.done() and not task.cancelled() and task.exception() is None:
+                await _push(request, task.result().key, pushed)
+        yield manifest
+        for next_done in asyncio.as_completed([asyncio.shield(t) for t in tasks]):
+            try:
+                value = await next_done
+            except Exception:
+                continue  # refused or failed: GET /results/{key} says why (404)
+            await _push(request, value.key, pushed)
+
+    return StreamingResponse(manifest_then_pushes(), status_code=202, headers=headers)
+
+
+async def _push(request: Request, key: str, pushed: set[str]) -> None:
+    path = result_path(key)
+    if path not in pushed:
+        pushed.add(path)
+        await request.push(path)

@@ -164,6 +164,12 @@ class H2Connection:
         self._closed = False
         self._goaway_sent = False
         self._peer_goaway = False
+        # Server push: promised stream -> its path, how many were promised, and
+        # the paths a client refused (RST_STREAM on the promise): never again.
+        self._pushed: dict[int, str] = {}
+        self._authorities: dict[int, bytes] = {}
+        self._pushes = 0
+        self._refused_pushes: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -240,6 +246,66 @@ class H2Connection:
     def open_streams(self) -> int:
         return len(self._streams)
 
+    # -- server push (RFC 9113 section 8.4) ------------------------------------
+
+    def push_allowed(self, parent: int) -> bool:
+        """Whether a push can be promised on stream ``parent`` now: the client
+        allows push, the connection is not closing, the parent's response is
+        not finished, and the limits (pushes per connection, concurrent pushed
+        streams within the client's SETTINGS_MAX_CONCURRENT_STREAMS) hold."""
+        stream = self._streams.get(parent)
+        limits = self._limits
+        return (
+            not self._closed
+            and not self._goaway_sent
+            and not self._peer_goaway
+            and bool(self._conn.remote_settings.enable_push)
+            and parent % 2 == 1
+            and stream is not None
+            and not stream.closing
+            and not stream.response_done
+            and self._pushes < limits.max_pushes_per_connection
+            and len(self._pushed)
+            < min(limits.max_concurrent_pushes, self._conn.remote_settings.max_concurrent_streams)
+        )
+
+    def push(self, parent: int, path: str, headers: Headers) -> RequestReceived | None:
+        """Promise a ``GET path`` on stream ``parent``; the returned request is
+        the pushed stream's, to be answered like any other. None when the push
+        cannot be made (``push_allowed``, or a path the client refused)."""
+        if path in self._refused_pushes or not self.push_allowed(parent):
+            return None
+        parent_stream = self._streams[parent]
+        authority = self._authorities.get(parent, b"")
+        promised = self._conn.get_next_available_stream_id()
+        fields = [
+            (b":method", b"GET"),
+            (b":scheme", self._scheme.encode()),
+            (b":authority", authority),
+            (b":path", path.encode("latin-1")),
+            *((k, v) for k, v in headers if k not in CONNECTION_SPECIFIC and k[:1] != b":"),
+        ]
+        try:
+            self._conn.push_stream(parent, promised, fields)
+        except h2.exceptions.H2Error:
+            return None
+        stream = Stream(parent_stream.priority, False, None)
+        stream.request_ended = True
+        self._streams[promised] = stream
+        self._pushed[promised] = path
+        self._pushes += 1
+        return RequestReceived(
+            stream_id=promised,
+            method="GET",
+            target=path,
+            headers=[(k, v) for k, v in fields if k[:1] != b":"],
+            http_version="2",
+            scheme=self._scheme,
+            authority=authority.decode("latin-1") or None,
+            priority=parent_stream.priority,
+            end_stream=True,
+        )
+
     # -- bytes in ----------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float = 0.0) -> list[IncomingEvent]:
@@ -315,6 +381,11 @@ class H2Connection:
                     flush_all = True
             elif isinstance(ev, h2.events.StreamReset):
                 self._answered.discard(ev.stream_id)
+                refused = self._pushed.pop(ev.stream_id, None)
+                if refused is not None:
+                    # The client does not want this push: costs nothing more,
+                    # and the same path is never promised again here.
+                    self._refused_pushes.add(refused)
                 stream = self._streams.get(ev.stream_id)
                 if stream is not None:
                     self._drop(ev.stream_id, stream)
@@ -377,6 +448,8 @@ class H2Connection:
         stream = Stream(priority, rfc9218, req.content_length)
         stream.last_data = self._conn.now
         self._streams[sid] = stream
+        # A push promised on this stream names the same authority.
+        self._authorities[sid] = req.authority or b""
         self._last_stream_id = max(self._last_stream_id, sid)
         method = req.method.decode("ascii")
         target = (req.authority if method == "CONNECT" else req.path) or b""
@@ -637,6 +710,8 @@ class H2Connection:
 
     def _forget(self, sid: int, stream: Stream) -> None:
         self._streams.pop(sid, None)
+        self._pushed.pop(sid, None)
+        self._authorities.pop(sid, None)
         self._release_pending(stream)
         if stream.unacked and not self._closed:
             # The application will not acknowledge bytes of a finished
