@@ -5,7 +5,7 @@ fetched by their path, and the connection's errors."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -155,3 +155,37 @@ async def test_reprioritize_moves_a_queued_request() -> None:
         # Sent last at u=7 it would finish last; moved to u=0 it runs as soon
         # as the running batch ends (one more may finish while the frame travels).
         assert finished.index(moved) <= done_before + 2, (finished, done_before)
+
+
+async def test_stream_sends_rows_and_yields_results_while_sending(
+    inference: tuple[RunningServer, InferenceApp],
+) -> None:
+    srv, _ = inference
+    results: list[dict[str, object]] = []
+    got_one = asyncio.Event()
+
+    async def rows() -> AsyncIterator[list[int]]:
+        # Each row is sent only after the previous row's result came back:
+        # without full duplex this would never finish (the bound fails it).
+        for i in range(20):
+            yield [(v + i) % 17 for v in ROWS[0]]
+            await asyncio.wait_for(got_one.wait(), 10)
+            got_one.clear()
+        yield [1, 2, 3]  # a bad row: an error line, and the stream goes on
+
+    async with connect(srv.http_url) as c:
+        async for item in c.stream(rows()):
+            results.append(item)
+            got_one.set()
+    assert [r["index"] for r in results] == list(range(21))
+    assert all("prediction" in r for r in results[:20])
+    assert "64" in str(results[20]["error"])
+
+
+async def test_stream_unordered_still_answers_every_row(
+    inference: tuple[RunningServer, InferenceApp],
+) -> None:
+    srv, _ = inference
+    async with connect(srv.https_url, verify=False) as c:
+        got = [r async for r in c.stream([ROWS[i % 4] for i in range(20)], ordered=False)]
+    assert sorted(r["index"] for r in got) == list(range(20))

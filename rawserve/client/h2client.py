@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +21,10 @@ import orjson
 from rawserve.core.priority import Priority
 
 PRIORITY_UPDATE = 0x10  # RFC 9218 section 7.1
+
+
+def _line(row: Sequence[float]) -> bytes:
+    return orjson.dumps({"inputs": row}, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 
 
 class ClientError(Exception):
@@ -54,6 +58,9 @@ class _Stream:
     body: bytearray = field(default_factory=bytearray)
     path: str = ""
     pushed: bool = False
+    # Set for a streamed response: DATA goes here, and its window is given back
+    # only as the caller takes it (the server then feels the caller's pace).
+    chunks: asyncio.Queue[bytes | None] | None = None
 
 
 def _priority_field(priority: Priority | int) -> str:
@@ -216,6 +223,72 @@ class Client:
             raise ClientError(f"{path} answered {r.status}: {r.body[:200]!r}", r)
         return r.json()
 
+    async def stream(
+        self,
+        rows: AsyncIterable[Sequence[float]] | Iterable[Sequence[float]],
+        *,
+        priority: Priority | int | None = None,
+        ordered: bool = True,
+        path: str = "/predict/stream",
+    ) -> AsyncIterator[Any]:
+        """Send ``rows`` as NDJSON to /predict/stream and yield each result as
+        it arrives, while later rows are still being sent (full duplex).
+        Results carry their input's ``index``; errors come as
+        ``{"index", "error"}`` lines, not exceptions."""
+        self._check_open()
+        sid = self._conn.get_next_available_stream_id()
+        fields = [
+            (":method", "POST"),
+            (":scheme", self.scheme),
+            (":authority", self.authority),
+            (":path", path if ordered else f"{path}?ordered=false"),
+            ("content-type", "application/x-ndjson"),
+        ]
+        if priority is not None:
+            fields.append(("priority", _priority_field(priority)))
+        done: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._streams[sid] = _Stream(done, path=path, chunks=chunks)
+        self._conn.send_headers(sid, fields)
+        await self._flush()
+
+        async def send() -> None:
+            if isinstance(rows, AsyncIterable):
+                async for row in rows:
+                    await self._send_body(sid, _line(row), end=False)
+            else:
+                for row in rows:
+                    await self._send_body(sid, _line(row), end=False)
+            self._conn.end_stream(sid)
+            await self._flush()
+
+        sender = asyncio.get_running_loop().create_task(send())
+        buf = b""
+        try:
+            stream = self._streams[sid]
+            while (chunk := await chunks.get()) is not None:
+                self._conn.acknowledge_received_data(len(chunk), sid)
+                await self._flush()
+                if dict(stream.headers).get(":status") != "200":
+                    stream.body += chunk  # an error answer, raised whole below
+                    continue
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield orjson.loads(line)
+            response = await done
+            if response.status != 200:
+                body = bytes(stream.body)
+                response.body = body
+                raise ClientError(f"{path} answered {response.status}: {body[:200]!r}", response)
+            await sender
+        finally:
+            sender.cancel()
+            with contextlib.suppress(BaseException):
+                await sender
+            self._streams.pop(sid, None)
+
     async def wait_pushes(self) -> dict[str, Response]:
         """Every push promised so far, once each has arrived."""
         if self._pushing:
@@ -236,7 +309,7 @@ class Client:
             self._writer.write(data)
             await self._writer.drain()
 
-    async def _send_body(self, sid: int, body: bytes) -> None:
+    async def _send_body(self, sid: int, body: bytes, *, end: bool = True) -> None:
         view = memoryview(body)
         while view:
             window = min(
@@ -248,7 +321,7 @@ class Client:
                 self._check_open()
                 continue
             chunk, view = view[:window], view[window:]
-            self._conn.send_data(sid, bytes(chunk), end_stream=not view)
+            self._conn.send_data(sid, bytes(chunk), end_stream=end and not view)
             await self._flush()
 
     async def _read_loop(self) -> None:
@@ -282,6 +355,12 @@ class Client:
                 stream.headers.extend((str(k), str(v)) for k, v in event.headers)
         elif isinstance(event, h2.events.DataReceived):
             stream = self._streams.get(event.stream_id)
+            if stream is not None and stream.chunks is not None:
+                stream.chunks.put_nowait(event.data)
+                if event.flow_controlled_length > len(event.data):  # padding
+                    pad = event.flow_controlled_length - len(event.data)
+                    self._conn.acknowledge_received_data(pad, event.stream_id)
+                return
             if stream is not None:
                 stream.body += event.data
             # Read at once into memory: give the window back.
@@ -332,6 +411,8 @@ class Client:
         stream = self._streams.get(sid)
         if stream is None or stream.done.done():
             return
+        if stream.chunks is not None:
+            stream.chunks.put_nowait(None)
         status = 0
         headers: list[tuple[str, str]] = []
         for k, v in stream.headers:
