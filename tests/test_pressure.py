@@ -18,6 +18,7 @@ import h2.connection
 import pytest
 
 from rawserve.serving.pressure import (
+    HEADER_RATE_GRACE_S,
     SHED_H2_IDLE,
     SHED_HEAD,
     SHED_HEADER_RATE,
@@ -109,6 +110,8 @@ def test_at_the_limit_the_worst_connection_goes_first() -> None:
         head = socket.create_connection(("127.0.0.1", port), timeout=10)
         head.sendall(b"GET /items/3 HTTP/1.1\r\nHost: x\r\n")  # and no more
         wait_for(srv, lambda st: st["open"] == 4)
+        # Past its first second a head has a rate; before, it is shed last.
+        time.sleep(HEADER_RATE_GRACE_S + 0.2)
 
         victims = [head, idle1, idle2, h2c]
         reasons = [SHED_HEAD, SHED_IDLE, SHED_IDLE, SHED_H2_IDLE]
@@ -173,17 +176,24 @@ def test_hundreds_of_trickling_heads_are_cut_and_a_slow_client_is_served() -> No
                         s.close()
                 stop.wait(0.3)
 
-        for _ in range(300):
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ")
-            tricklers.append(s)
+        def crowd(n: int) -> None:
+            for _ in range(n):
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+                tricklers.append(s)
+
+        crowd(150)
         thread = threading.Thread(target=trickle, daemon=True)
         thread.start()
         try:
+            # The slow client arrives amid the crowd; 150 more follow it past
+            # the limit, and shedding must pick the tricklers, not it.
             head = b"GET /items/7 HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 500 + b"\r\n\r\n"
             slow = socket.create_connection(("127.0.0.1", port), timeout=10)
             for i in range(0, len(head), 40):
                 slow.sendall(head[i : i + 40])
+                if i == 0:
+                    crowd(150)
                 time.sleep(0.1)
             out = slow.recv(65536)
             slow.close()

@@ -5,10 +5,11 @@ bodies), their counters, and a log that resource exhaustion cannot flood.
 Every TCP connection is admitted here (``admit``) and released when it goes
 (``release``). At the limit, a new connection makes room by closing the
 connections that cost a file descriptor and give nothing back, worst first:
-one whose request head is still arriving (the slowest first), then an idle
-HTTP/1.1 keep-alive, then an HTTP/2 connection without a stream. A
-connection with a request in progress is never shed; when every connection
-has one, the newcomer is refused (closed at once).
+one whose request head is still arriving (the slowest first, one that sent
+nothing before all), then an idle HTTP/1.1 keep-alive, then an HTTP/2
+connection without a stream, and only then a head that began less than a
+second ago. A connection with a request in progress is never shed; when every
+connection has one, the newcomer is refused (closed at once).
 """
 
 from __future__ import annotations
@@ -74,7 +75,15 @@ class Shedable(Protocol):
         """The periodic checks: header data rate, stalled request bodies."""
 
 
-_RANK_REASON = {0: SHED_HEAD, 1: SHED_IDLE, 2: SHED_H2_IDLE}
+# Shedding order: (rank, key) ascending. A head younger than
+# HEADER_RATE_GRACE_S has no rate yet; it goes last.
+SHED_RANK_HEAD, SHED_RANK_IDLE, SHED_RANK_H2_IDLE, SHED_RANK_YOUNG = range(4)
+_RANK_REASON = {
+    SHED_RANK_HEAD: SHED_HEAD,
+    SHED_RANK_IDLE: SHED_IDLE,
+    SHED_RANK_H2_IDLE: SHED_H2_IDLE,
+    SHED_RANK_YOUNG: SHED_HEAD,
+}
 
 
 @dataclass
@@ -200,6 +209,12 @@ class Pressure:
         ENOBUFS, ENOMEM): shed to free descriptors, and log at most once per
         RESOURCE_LOG_INTERVAL_S with the count held back. True if handled."""
         exc = context.get("exception")
+        callback = getattr(context.get("handle"), "_callback", None)
+        if getattr(callback, "__name__", "") == "_start_serving" and isinstance(exc, ValueError):
+            # asyncio retries accepting a second after EMFILE, even on a
+            # listener closed meanwhile (shutdown): nothing is wrong.
+            log.debug("accept retry on a closed listener: %s", exc)
+            return True
         if not isinstance(exc, OSError) or exc.errno not in _RESOURCE_ERRNOS:
             return False
         self.stats.accept_errors += 1

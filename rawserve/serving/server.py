@@ -65,7 +65,6 @@ class Server:
         # The connection limit, shedding, the periodic checks; their counters.
         self.pressure = Pressure(self)
         self.stats = self.pressure.stats
-        self._loop_handler: Any = None
         self._stop = asyncio.Event()
         self._started = False
 
@@ -219,7 +218,6 @@ class Server:
         """Resource exhaustion reported by the loop (accept() out of file
         descriptors) goes to the pressure handling: shed, log rate-limited."""
         previous = loop.get_exception_handler()
-        self._loop_handler = (loop, previous)
 
         def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
             if self.pressure.on_loop_error(context, loop.time()):
@@ -235,11 +233,9 @@ class Server:
         if not self._started:
             return
         self._started = False
+        # The loop error handler stays: asyncio may still report an accept
+        # retry on the listener just closed (pressure.py).
         await self.pressure.stop()
-        if self._loop_handler is not None:
-            loop, previous = self._loop_handler
-            loop.set_exception_handler(previous)
-            self._loop_handler = None
         await self._close_listeners()
         for conn in list(self.connections):
             conn.shutdown()

@@ -25,7 +25,14 @@ from rawserve.core.events import IncomingEvent, RequestReceived, StreamReset, Up
 from rawserve.protocols.http1 import H1Connection
 from rawserve.protocols.http2 import H2Connection
 from rawserve.serving.connection import StreamConnection
-from rawserve.serving.pressure import HEADER_RATE_GRACE_S, SHED_HEADER_RATE
+from rawserve.serving.pressure import (
+    HEADER_RATE_GRACE_S,
+    SHED_HEADER_RATE,
+    SHED_RANK_H2_IDLE,
+    SHED_RANK_HEAD,
+    SHED_RANK_IDLE,
+    SHED_RANK_YOUNG,
+)
 from rawserve.serving.stream import StreamDriver
 
 if TYPE_CHECKING:
@@ -54,6 +61,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         self._reading_paused = False
         self._eof = False  # the client shut down its sending side
         # Progress, for the periodic checks and for shedding (loop time).
+        self._opened_at = 0.0
         self._last_read = 0.0  # when bytes last arrived, or reading resumed
         self._head_started: float | None = None  # a request head is arriving
         self._head_bytes = 0  # bytes received since it began
@@ -95,7 +103,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         self.server_addr = (sock[0], sock[1]) if isinstance(sock, tuple) else None
         now = self.loop.time()
-        self._last_read = now
+        self._last_read = self._opened_at = now
         if not self.server.pressure.admit(self, now):
             # At the connection limit with nothing to shed.
             self._closed = True
@@ -399,19 +407,26 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
     # -- pressure (serving/pressure.py) -------------------------------------------
 
     def shed_rank(self, now: float) -> tuple[int, float] | None:
+        """Worst first: a request head arriving slowest (bytes per second, or
+        nothing sent at all), an idle keep-alive, a stream-less HTTP/2
+        connection; a head younger than a second last (no rate is known yet,
+        and the newest connection must not be the first to go)."""
         if self._closed or self.streams:
             return None
         if self.http2:
             if self.adapter.open_streams:
                 return None
-            return (2, self._last_read)  # idle longest first
-        if self._head_started is not None:
-            # Headers not complete: the slowest (bytes per second) first.
-            return (0, self._head_bytes / max(now - self._head_started, 1e-3))
-        if self._sniffing:
-            return (0, 0.0)  # connected and sent nothing
+            return (SHED_RANK_H2_IDLE, self._last_read)  # idle longest first
+        since = self._head_started
+        if since is None and self._sniffing:
+            since = self._opened_at  # connected, and sent nothing yet
+        if since is not None:
+            age = now - since
+            if age < HEADER_RATE_GRACE_S:
+                return (SHED_RANK_YOUNG, since)  # the oldest of them first
+            return (SHED_RANK_HEAD, self._head_bytes / age if self._head_started else 0.0)
         if self.adapter.awaiting_request:
-            return (1, self._last_read)
+            return (SHED_RANK_IDLE, self._last_read)
         return None
 
     def shed(self, reason: str) -> None:
