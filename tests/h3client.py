@@ -43,6 +43,7 @@ class H3Client(QuicConnectionProtocol):
         self.chunk_waiters: dict[int, asyncio.Event] = {}
         self.terminated = asyncio.Event()
         self.close_code: int | None = None
+        self.close_reason = ""
         self.handshake: HandshakeCompleted | None = None
         # While set, incoming datagrams are dropped: a client that stops reading.
         self.deaf = False
@@ -58,6 +59,7 @@ class H3Client(QuicConnectionProtocol):
             self._finish(event.stream_id)
         if isinstance(event, ConnectionTerminated):
             self.close_code = event.error_code
+            self.close_reason = event.reason_phrase
             self.terminated.set()
         if isinstance(event, HandshakeCompleted):
             self.handshake = event

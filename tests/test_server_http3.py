@@ -67,10 +67,10 @@ def make_app() -> FastAPI:
         return StreamingResponse(gen(), media_type="text/plain")
 
     @app.get("/slow")
-    async def slow() -> dict[str, bool]:
+    async def slow(size: int = 0) -> PlainTextResponse:
         app.state.started += 1
         await asyncio.sleep(0.2)
-        return {"slow": True}
+        return PlainTextResponse(b"s" * size)
 
     @app.post("/ignore")
     async def ignore() -> dict[str, bool]:
@@ -371,19 +371,26 @@ def test_stop_sending_cancels_queued_inference() -> None:
 
 def test_goaway_at_shutdown_lets_the_in_flight_request_finish() -> None:
     app = make_app()
+    size = 4 * 1024 * 1024  # more than the client's windows: needs its ACKs and credit
     with run_server(app, quic_port=None) as s:
 
         async def run(c: H3Client) -> Any:
-            sid = c.start("GET", "/slow")
+            sid = c.start("GET", f"/slow?size={size}")
             await wait_async(lambda: app.state.started == 1)
             s.begin_shutdown()
+            await wait_async(lambda: any(q._shutting_down for q in quic_connections(s)))
+            late = c.start("GET", "/")  # after GOAWAY: not processed
             r = await asyncio.wait_for(c.done[sid], 30)
+            rejected = await asyncio.wait_for(c.done[late], 30)
             await asyncio.wait_for(c.terminated.wait(), 30)
-            return r, c.close_code
+            return r, rejected, c.close_code, c.close_reason
 
-        r, code = h3(s, run)
-        assert r.status == 200 and json.loads(r.body) == {"slow": True}
-        assert code == ErrorCode.H3_NO_ERROR
+        r, rejected, code, reason = h3(s, run)
+        assert r.status == 200 and r.body == b"s" * size
+        assert rejected.reset == ErrorCode.H3_REQUEST_REJECTED
+        assert app.state.started == 1
+        # Closed by the graceful path, not by the graceful timeout's abort.
+        assert (code, reason) == (ErrorCode.H3_NO_ERROR, "")
 
 
 def test_http3_alone_without_a_tls_listener() -> None:

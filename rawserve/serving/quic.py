@@ -92,14 +92,16 @@ class QUICListener:
         return int(self.sock.getsockname()[1])
 
     def close(self) -> None:
-        """Stop reading; connections keep the socket until they are gone."""
-        if not self._closed:
-            self._closed = True
-            self.loop.remove_reader(self.sock.fileno())
+        """Take no new connections; open ones keep reading and writing (a
+        graceful shutdown needs their acknowledgements) until ``release``."""
+        self._closed = True
 
     def release(self) -> None:
-        self.close()
-        self.sock.close()
+        """Stop reading and close the socket."""
+        self._closed = True
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
     # -- reading -------------------------------------------------------------------
 
@@ -113,7 +115,10 @@ class QUICListener:
             except OSError as exc:  # ICMP errors surface here; not ours to act on
                 log.debug("UDP receive error: %s", exc)
                 break
-            self._datagram(data, addr)
+            try:
+                self._datagram(data, addr)
+            except Exception:
+                log.exception("HTTP/3 datagram handling failed")
         touched, self._touched = self._touched, []
         for conn in touched:
             conn.pending = False
@@ -130,7 +135,13 @@ class QUICListener:
             conn = self._accept(data, addr, header)
             if conn is None:
                 return
-        conn.receive(data, addr)
+        try:
+            conn.receive(data, addr)
+        except Exception:
+            # Odd input must cost one connection, never the listener.
+            log.exception("HTTP/3 connection failed; closing it")
+            conn.abort()
+            return
         if not conn.pending:
             conn.pending = True
             self._touched.append(conn)
@@ -305,8 +316,13 @@ class QUICConnection(StreamConnection):
         self._timer_at = None
         if self._closed:
             return
-        events = self.adapter.handle_timer(self.loop.time())
-        self._dispatch(events)
+        try:
+            events = self.adapter.handle_timer(self.loop.time())
+            self._dispatch(events)
+        except Exception:
+            log.exception("HTTP/3 connection failed; closing it")
+            self.abort()
+            return
         if not self._closed:
             self._flush()
 
