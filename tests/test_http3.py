@@ -267,6 +267,56 @@ def test_a_request_open_longer_than_the_idle_timeout_keeps_its_connection() -> N
     assert server.terminated
 
 
+def received_order(pair: Pair, sids: tuple[int, ...], size: int) -> list[dict[int, int]]:
+    """Bytes received per stream after each DATA event, until all are complete."""
+    seen = {sid: 0 for sid in sids}
+    snapshots: list[dict[int, int]] = []
+    consumed = 0
+    for _ in range(2000):
+        pair.exchange(rounds=1)
+        for event in pair.client_events[consumed:]:
+            if isinstance(event, DataReceived) and event.data and event.stream_id in seen:
+                seen[event.stream_id] += len(event.data)
+                snapshots.append(dict(seen))
+        consumed = len(pair.client_events)
+        if all(v == size for v in seen.values()):
+            break
+    assert all(v == size for v in seen.values()), seen
+    return snapshots
+
+
+def test_response_bytes_leave_in_urgency_order() -> None:
+    pair = Pair()
+    size = 300 * 1024
+    bulk = open_request(pair, [*GET, (b"priority", b"u=5")])
+    urgent = open_request(pair, [*GET, (b"priority", b"u=1")])
+    server = pair.server
+    assert server is not None
+    for sid in (bulk, urgent):  # the bulk response is queued first
+        server.send(ResponseStart(sid, 200))
+        server.send(ResponseBody(sid, b"x" * size, end_stream=True))
+    snapshots = received_order(pair, (bulk, urgent), size)
+    first_bulk = next(s for s in snapshots if s[bulk])
+    # The bulk response's first byte comes after the urgent one's last.
+    assert first_bulk[urgent] == size, first_bulk
+
+
+def test_incremental_responses_at_one_urgency_are_interleaved() -> None:
+    pair = Pair()
+    size = 300 * 1024
+    a = open_request(pair, [*GET, (b"priority", b"u=3, i")])
+    b = open_request(pair, [*GET, (b"priority", b"u=3, i")])
+    server = pair.server
+    assert server is not None
+    for sid in (a, b):
+        server.send(ResponseStart(sid, 200))
+        server.send(ResponseBody(sid, b"x" * size, end_stream=True))
+    snapshots = received_order(pair, (a, b), size)
+    first_done = next(s for s in snapshots if size in s.values())
+    # When one finishes, the other has had a fair share, not nothing.
+    assert min(first_done.values()) >= size // 2, first_done
+
+
 def test_reset_codes_map_to_reasons() -> None:
     assert reason_from_code(ErrorCode.H3_REQUEST_CANCELLED) is ResetReason.CANCELLED
     assert reason_from_code(ErrorCode.H3_REQUEST_REJECTED) is ResetReason.REFUSED

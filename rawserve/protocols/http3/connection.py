@@ -39,7 +39,7 @@ from rawserve.core.events import (
     ResponseStart,
     StreamReset,
 )
-from rawserve.core.priority import DEFAULT_PRIORITY, parse_priority_field
+from rawserve.core.priority import DEFAULT_PRIORITY, Priority, parse_priority_field
 from rawserve.protocols.http3.h3 import (
     PRIORITY_UPDATE_REQUEST,
     ControlReader,
@@ -139,6 +139,9 @@ class H3Connection:
         # QUIC's idle timeout counts silence, not open requests: while one is
         # open, a PING every half timeout keeps a slow handler's connection.
         self._keepalive_s = limits.idle_timeout_s / 2
+        # Answered streams whose last bytes QUIC has not sent yet, with their
+        # priority: less urgent responses wait behind them.
+        self._draining: dict[int, Priority] = {}
         self._last_heard = 0.0
         self.terminated = False
         # Connection IDs issued and retired since the glue last looked.
@@ -492,8 +495,9 @@ class H3Connection:
                 self._h3.send_headers(sid, response_head(event.status, event.headers))
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        out: list[tuple[bytes, NetworkAddress]] = []
         if self._h3 is not None and not self.terminated:
-            self._pump()
+            out = self._pump(now)
             if (
                 self._goaway_id is not None
                 and not self._closing
@@ -501,46 +505,81 @@ class H3Connection:
                 and self._responses_delivered()
             ):
                 self._close_connection(ErrorCode.H3_NO_ERROR, "")
-        return self._quic.datagrams_to_send(now)
+        out += self._quic.datagrams_to_send(now)
+        return out
 
-    def _pump(self) -> None:
+    def _pump(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         """Hand queued response bytes to QUIC in RFC 9218 order, no more than
-        the congestion window can send now and the peer's windows accept."""
-        quic = self._quic
+        the congestion window can send now and the peer's windows accept.
+
+        aioquic packs the streams it holds round-robin, packet by packet; so
+        that a more urgent response is not interleaved with a less urgent one,
+        what one stream (or one incremental group) was given is packed into
+        datagrams before the next one gets any."""
         ready = [
             (sid, s.priority)
             for sid, s in self._streams.items()
             if s.queue or (s.closing and not s.response_done)
         ]
         if not ready:
-            return
-        unsent = 0
-        for sid in self._streams:
-            qs = quic._streams.get(sid)
-            if qs is not None:
-                unsent += qs.sender._buffer_stop - qs.sender.highest_offset
+            return []
+        # Responses entirely handed over keep their place while QUIC still
+        # holds unsent bytes of theirs.
+        for sid, priority in list(self._draining.items()):
+            if self._unsent(sid):
+                ready.append((sid, priority))
+            else:
+                del self._draining[sid]
+        units: list[tuple[bool, tuple[int, ...]]] = []
+        for group in write_order(ready):
+            if group.incremental:
+                units.append((True, group.stream_ids))
+            else:
+                units.extend((False, (sid,)) for sid in group.stream_ids)
+        out: list[tuple[bytes, NetworkAddress]] = []
+        budget = self._budget()
+        for i, (incremental, ids) in enumerate(units):
+            if budget <= 0:
+                break
+            before = budget
+            if not incremental:
+                budget = self._feed(ids[0], budget, -1)
+            else:
+                pending = list(ids)
+                while pending:
+                    start = budget
+                    for sid in pending:
+                        budget = self._feed(sid, budget, INCREMENTAL_QUANTUM)
+                    pending = [s for s in pending if s in self._streams and self._streams[s].queue]
+                    if budget == start:
+                        break
+            if i + 1 == len(units):
+                break
+            if budget != before:
+                out += self._quic.datagrams_to_send(now)
+                budget = self._budget()
+            if any(self._unsent(sid) for sid in ids):
+                break  # paced or out of window: the rest waits its turn
+        return out
+
+    def _unsent(self, sid: int) -> int:
+        """Bytes of the stream QUIC holds and has not sent yet."""
+        qs = self._quic._streams.get(sid)
+        return qs.sender._buffer_stop - qs.sender.highest_offset if qs is not None else 0
+
+    def _budget(self) -> int:
+        """Bytes QUIC could send now: the congestion window and the peer's
+        connection window, less what it holds unsent."""
+        quic = self._quic
+        unsent = sum(self._unsent(sid) for sid in self._streams)
         loss = quic._loss
-        budget = (
+        return (
             min(
                 loss.congestion_window - loss.bytes_in_flight,
                 quic._remote_max_data - quic._remote_max_data_used,
             )
             - unsent
         )
-        for group in write_order(ready):
-            if not group.incremental:
-                for sid in group.stream_ids:
-                    budget = self._feed(sid, budget, -1)
-                continue
-            ids = list(group.stream_ids)
-            while ids:
-                before = budget
-                ids = [s for s in ids if s in self._streams]
-                for sid in ids:
-                    budget = self._feed(sid, budget, INCREMENTAL_QUANTUM)
-                ids = [s for s in ids if s in self._streams and self._streams[s].queue]
-                if budget == before:
-                    break
 
     def _feed(self, sid: int, budget: int, quantum: int) -> int:
         """Move up to ``budget`` bytes (``quantum`` at most, if positive) of
@@ -636,6 +675,8 @@ class H3Connection:
 
     def _response_done(self, sid: int, stream: Stream) -> None:
         stream.response_done = True
+        if len(self._draining) < self._limits.max_concurrent_streams:
+            self._draining[sid] = stream.priority
         if stream.request_ended:
             self._forget(sid, stream)
         else:
@@ -677,6 +718,7 @@ class H3Connection:
             pass
 
     def _drop(self, sid: int, stream: Stream) -> None:
+        self._draining.pop(sid, None)
         stream.queue.clear()
         stream.queued = 0
         self._forget(sid, stream)
