@@ -101,7 +101,7 @@ PROTOCOL_PACKAGE = "protocols"
 L1_SHARED = {"protocols.semantics"}
 
 # orjson is a pure codec (bytes <-> values, no I/O, no clock), so the V2 protocol
-# codec may use it in L1; see docs/ARCHITECTURE.md.
+# codec may use it in L1; see docs/ARCHITECTURE.md. Pillow likewise for images.
 L1_THIRD_PARTY = {
     "h2",
     "hpack",
@@ -111,6 +111,9 @@ L1_THIRD_PARTY = {
     "numpy",
     "onnxruntime",
     "orjson",
+    # Pillow (PIL) decodes an uploaded image's bytes to pixels, no I/O, for
+    # inference.images.
+    "PIL",
 }
 PROTOCOL_LIBRARIES = {"h2", "hpack", "hyperframe", "httptools", "aioquic"}
 L1_FORBIDDEN_STDLIB = {"asyncio", "socket", "ssl", "threading", "selectors"}

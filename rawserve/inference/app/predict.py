@@ -1,7 +1,8 @@
 """``POST /predict``: the default model, FastAPI style. JSON ``{"inputs": [...]}``
-(one row or a list of rows) or an uploaded ``.npy`` file in; ``{"prediction",
-"confidence", "model"}`` out (``"predictions"`` for rows). Errors are
-``{"detail": ...}``, 422 for a bad tensor."""
+(one row or a list of rows), an uploaded PNG or JPEG (converted by the
+model's image spec, ``rawserve.inference.images``) or an uploaded ``.npy``
+file in; ``{"prediction", "confidence", "model"}`` out (``"predictions"`` for
+rows). Errors are ``{"detail": ...}``, 422 for a bad tensor or image."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from rawserve.inference.app.errors import BadInput, detail_error, error_response
 from rawserve.inference.app.submit import Encoder, answer, deadline_s
 from rawserve.inference.cache import CachedResult, result_path
 from rawserve.inference.engine import InferenceResult
+from rawserve.inference.images import ImageError, image_rows, image_spec_for, looks_like_image
 from rawserve.requests import Request
 from rawserve.responses import JSONResponse, Response
 from rawserve.routing import APIRouter
@@ -92,9 +94,12 @@ async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarra
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
-            raise BadInput("expected an uploaded .npy file in the form field 'file'")
+            raise BadInput("expected an uploaded image or .npy file in the form field 'file'")
         data = await upload.read()
-        array = _load_npy(data, app.settings.max_request_elements)
+        if looks_like_image(data) or (upload.content_type or "").startswith("image/"):
+            array = await _image_input(data, app)
+        else:
+            array = _load_npy(data, app.settings.max_request_elements)
     else:
         body = await request.body()
         limit = app.settings.max_request_elements
@@ -108,6 +113,23 @@ async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarra
         raise BadInput(f"'inputs' must be numbers, got {array.dtype}")
     # The model converts to its input type, refusing values out of its range.
     return np.ascontiguousarray(array), batched
+
+
+async def _image_input(data: bytes, app: InferenceApp) -> np.ndarray:
+    """An uploaded PNG or JPEG as one row of the default model, by the image
+    spec shipped beside it (``<stem>.image.json``)."""
+    name = app.default_model
+    assert name is not None
+    spec = image_spec_for(str(app.engine.model(name).spec.path))
+    if spec is None:
+        raise BadInput(f"model {name!r} takes no images: it has no image spec beside it")
+    try:
+        # Decoding is CPU work: large files go to a worker thread.
+        rows = await app.decoding.run(len(data), functools.partial(image_rows, data, spec))
+    except ImageError as exc:
+        raise BadInput(str(exc)) from None
+    # One image is one row, answered like one JSON row.
+    return rows.reshape(-1) if spec.layout == "flat" else rows
 
 
 def _json_rows(body: bytes, max_elements: int) -> np.ndarray:
