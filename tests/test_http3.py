@@ -7,7 +7,7 @@ from __future__ import annotations
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
-from aioquic.quic.events import StopSendingReceived
+from aioquic.quic.events import ConnectionTerminated, StopSendingReceived
 from aioquic.quic.events import StreamReset as QuicStreamReset
 
 from rawserve.core.config import Limits
@@ -57,6 +57,19 @@ def resets_seen(pair: Pair) -> dict[int, int]:
 
 def stops_seen(pair: Pair) -> dict[int, int]:
     return {e.stream_id: e.error_code for e in pair.quic_events if type(e) is StopSendingReceived}
+
+
+def client_close_code(pair: Pair) -> int | None:
+    """The error code the server closed the connection with, once the
+    client's draining period is over (timers only)."""
+    for _ in range(10):
+        pair.now += 1.0
+        pair.client.handle_timer(pair.now)
+        pair.exchange()
+        for event in pair.quic_events:
+            if isinstance(event, ConnectionTerminated):
+                return event.error_code
+    return None
 
 
 def priority_update(pair: Pair, sid: int, value: bytes) -> None:
@@ -315,6 +328,33 @@ def test_incremental_responses_at_one_urgency_are_interleaved() -> None:
     first_done = next(s for s in snapshots if size in s.values())
     # When one finishes, the other has had a fair share, not nothing.
     assert min(first_done.values()) >= size // 2, first_done
+
+
+def test_a_head_over_max_header_bytes_gets_431_unseen_by_the_application() -> None:
+    pair = Pair(Limits(max_header_bytes=4096))
+    sid = open_request(pair, [*GET, (b"x-big", b"a" * 5000)])
+    assert pair.take() == []
+    heads = [e for e in pair.client_events if isinstance(e, HeadersReceived)]
+    assert heads and heads[0].stream_id == sid
+    assert dict(heads[0].headers)[b":status"] == b"431"
+    # The server says its limit in SETTINGS (MAX_FIELD_SECTION_SIZE).
+    assert pair.h3.received_settings is not None
+    assert pair.h3.received_settings[0x6] == 4096
+
+
+def test_rapid_resets_close_the_connection_with_excessive_load() -> None:
+    pair = Pair(Limits(max_resets_per_s=5))
+    for _ in range(10):
+        sid = open_request(pair, post(10), end=False)
+        pair.client.reset_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
+        pair.exchange()
+    assert client_close_code(pair) == ErrorCode.H3_EXCESSIVE_LOAD
+
+
+def test_priority_update_for_a_non_request_stream_closes_with_id_error() -> None:
+    pair = Pair()
+    priority_update(pair, 2, b"u=1")  # a unidirectional stream ID
+    assert client_close_code(pair) == ErrorCode.H3_ID_ERROR
 
 
 def test_reset_codes_map_to_reasons() -> None:
