@@ -274,3 +274,13 @@ def test_predict_refuses_strings_and_booleans_as_numbers(
     r = httpx.post(f"{srv.http_url}/predict", json={"inputs": inputs}, timeout=10)
     assert r.status_code == 422, r.text
     assert r.json()["detail"] == f"'inputs' must hold numbers only; row 0 has {kind}"
+
+
+def test_empty_tensor_with_a_dimension_past_numpys_range_is_400(srv: RunningServer) -> None:
+    # Found by tests/test_fuzz.py: it was a 500 from numpy's reshape.
+    r = infer(srv, v2_body([], [0, 2**63], "BOOL"))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == (
+        f"input 'input' of shape [0, {2**63}] has no elements, but its other dimensions are "
+        "larger than any array can be"
+    )

@@ -60,6 +60,8 @@ HEADER_LENGTH_HEADER = "inference-header-content-length"
 DEFAULT_MAX_ELEMENTS = 1 << 26
 MAX_DIMS = 32  # numpy's own limit is 64
 MAX_LENGTH_DIGITS = 18  # a byte count below 10**18
+_MAX_ITEMSIZE = 8  # the widest datatype, and BYTES' object pointers
+_MAX_ARRAY_BYTES = 2**63 - 1  # numpy's limit on an array's size in bytes
 
 # Little-endian on the wire (binary extension), whatever the host.
 _DATATYPES: dict[str, np.dtype[Any]] = {
@@ -406,6 +408,13 @@ def _shape(raw: Any, name: str) -> list[int]:
 def _check_count(name: str, shape: Sequence[int], max_elements: int) -> None:
     # Python ints: no overflow, and nothing is allocated yet.
     count = math.prod(shape)
+    # A zero dimension makes the count 0, but numpy still refuses a shape whose
+    # other dimensions' bytes would not fit its index type ([0, 2**63]).
+    if not count and math.prod(d for d in shape if d) * _MAX_ITEMSIZE > _MAX_ARRAY_BYTES:
+        raise V2Error(
+            f"input {name!r} of shape {list(shape)} has no elements, but its other "
+            "dimensions are larger than any array can be"
+        )
     if count > max_elements:
         raise V2Error(
             f"input {name!r} of shape {list(shape)} has {count} elements; "
