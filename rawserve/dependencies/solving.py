@@ -4,6 +4,8 @@ path, query, header, cookie and body values, errors collected FastAPI's way."""
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,7 +88,14 @@ class SolveContext:
         return self.response
 
 
-_override_cache: dict[tuple[Any, frozenset[str], Any, str | None], Dependant] = {}
+# The dependency graphs of overrides, built once per (replacement, route
+# parameters, name, scope) rather than per request. Least recently used first;
+# bounded, because tests install a fresh override (often a lambda) per test
+# and each would otherwise stay here, with everything it closes over, for
+# the life of the process.
+OVERRIDE_CACHE_SIZE = 512
+_override_cache: OrderedDict[tuple[Any, frozenset[str], Any, str | None], Dependant] = OrderedDict()
+_override_lock = threading.Lock()
 
 
 def _overridden(sub: Dependant, ctx: SolveContext) -> Dependant:
@@ -95,12 +104,18 @@ def _overridden(sub: Dependant, ctx: SolveContext) -> Dependant:
     if replacement is None:
         return sub
     key = (replacement, ctx.path_names, sub.name, sub.scope)
-    dep = _override_cache.get(key)
-    if dep is None:
-        dep = get_dependant(
-            replacement, ctx.path_names, name=sub.name, use_cache=sub.use_cache, scope=sub.scope
-        )
+    with _override_lock:  # apps on several loops (threads) share the cache
+        dep = _override_cache.get(key)
+        if dep is not None:
+            _override_cache.move_to_end(key)
+            return dep
+    dep = get_dependant(
+        replacement, ctx.path_names, name=sub.name, use_cache=sub.use_cache, scope=sub.scope
+    )
+    with _override_lock:
         _override_cache[key] = dep
+        if len(_override_cache) > OVERRIDE_CACHE_SIZE:
+            _override_cache.popitem(last=False)
     return dep
 
 
