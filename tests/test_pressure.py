@@ -229,14 +229,44 @@ def test_resource_exhaustion_is_logged_once_per_interval(
         assert get(srv.http_port).startswith(b"HTTP/1.1 200 OK")
 
 
-def test_an_app_with_the_hook_gets_the_connection_counters() -> None:
+def test_an_app_with_the_hook_shows_the_connection_counters_in_its_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from rawserve import Response
+    from rawserve.inference.metrics import CONTENT_TYPE_LATEST, Registry
+
     app = make_app()
+    registry = Registry()
     got: list[Any] = []
-    app.bind_connection_stats = got.append  # type: ignore[attr-defined]
-    with run_server(app, tls=False) as srv:
-        assert get(srv.http_port).startswith(b"HTTP/1.1 200 OK")
+
+    def bind(stats: Any) -> None:
+        got.append(stats)
+        stats.register(registry)
+
+    app.bind_connection_stats = bind  # type: ignore[attr-defined]
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
+
+    with run_server(app, tls=False, limit_connections=50) as srv:
         assert got and got[0] is srv.server.stats
-        assert got[0].accepted >= 1
+        head = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+        head.sendall(b"GET / HTTP/1.1\r\n")  # a head that will not finish
+        assert closed_by_server(head)  # cut for its rate after the first second
+        head.close()
+        text = get(srv.http_port, "/metrics").partition(b"\r\n\r\n")[2].decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("rawserve_connections_limit", ())] == 50
+    assert samples[("rawserve_connections_open", ())] == 1  # the scrape itself
+    assert samples[("rawserve_connections_accepted", ())] == 2
+    assert samples[("rawserve_connections_shed", (("reason", SHED_HEADER_RATE),))] == 1
+    assert samples[("rawserve_connections_shed", (("reason", SHED_IDLE),))] == 0
+    assert samples[("rawserve_connections_refused", ())] == 0
 
 
 def test_out_of_descriptors_sheds_idle_connections_and_logs_once() -> None:
