@@ -302,3 +302,45 @@ def test_http2_partial_bodies_are_capped_per_connection(bsrv: RunningServer) -> 
     assert set(_resets(seen)) == {1, 3, 5, 7, 9}
     assert bsrv.call(held) == [0]
     s.close()
+
+
+def test_http11_body_held_back_by_a_slow_handler_is_not_timed_out(bsrv: RunningServer) -> None:
+    """The handler sleeps three body timeouts before reading: the server stops
+    reading once read_buffer_bytes wait, and that pause is not the client's."""
+    size = 1_000_000
+    s = socket.create_connection(("127.0.0.1", bsrv.http_port), timeout=10)
+    s.sendall(b"POST /sleep?seconds=1.5 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    s.sendall(b"b" * size)  # blocks while the server is not reading: that is the point
+    out = read_all(s)
+    s.close()
+    assert out.startswith(b"HTTP/1.1 200 OK"), out[:200]
+    assert json.loads(out.partition(b"\r\n\r\n")[2]) == {"received": size}
+
+
+def test_http2_body_held_back_by_a_slow_handler_is_not_timed_out(bsrv: RunningServer) -> None:
+    """The stream's window is used up while the handler sleeps: the client
+    cannot send, so no RST_STREAM; once the handler reads, the body flows."""
+    size = 400_000  # more than the stream window (256 KiB)
+    s, c = _h2(bsrv.http_port)
+    head = [(":method", "POST"), (":path", "/sleep?seconds=1.5"), (":scheme", "http")]
+    c.send_headers(1, [*head, (":authority", "x"), ("content-length", str(size))])
+    sent = 0
+    seen: list[Any] = []
+    deadline = time.monotonic() + 20
+    while not any(isinstance(e, h2.events.StreamEnded) for e in seen):
+        assert time.monotonic() < deadline, seen
+        n = min(c.local_flow_control_window(1), c.max_outbound_frame_size, size - sent)
+        if n > 0:
+            c.send_data(1, b"w" * n, end_stream=sent + n == size)
+            sent += n
+        s.sendall(c.data_to_send())
+        if n > 0 and sent < size:
+            continue
+        data = s.recv(65536)
+        assert data
+        seen += c.receive_data(data)
+        s.sendall(c.data_to_send())
+    s.close()
+    assert not _resets(seen)
+    body = b"".join(e.data for e in seen if isinstance(e, h2.events.DataReceived))
+    assert json.loads(body) == {"received": size}

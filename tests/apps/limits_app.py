@@ -47,6 +47,12 @@ def make_app() -> RawServe:
     async def item(i: int) -> dict[str, int]:
         return {"item": i}
 
+    @app.post("/sleep")
+    async def sleep_then_read(request: Request, seconds: float = 1.0) -> dict[str, int]:
+        # Not reading meanwhile: the server holds the client back, not vice versa.
+        await asyncio.sleep(seconds)
+        return {"received": len(await request.body())}
+
     @app.get("/slow")
     async def slow(seconds: float = 1.0) -> dict[str, float]:
         try:
