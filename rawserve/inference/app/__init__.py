@@ -17,6 +17,7 @@ Endpoints, one module per group:
   manifest of result paths at once, the results computed in the background).
 - ``results_routes``: ``GET /results/{key}``, each answer by its content
   address, from the result cache (ETag, 304, max-age from the TTL).
+- ``page``: ``GET /``, a page to try it in a browser (draw a digit).
 - ``health``: ``/healthz`` (process up), ``/readyz`` (models loaded and warm;
   503 before), ``/metrics`` (Prometheus text).
 
@@ -38,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rawserve.core.config import InferenceSettings
-from rawserve.inference.app import health, predict, results_routes, streaming, v2_routes
+from rawserve.inference.app import health, page, predict, results_routes, streaming, v2_routes
 from rawserve.inference.app.application import InferenceApp
 from rawserve.inference.model import Model
 
@@ -59,6 +60,7 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(streaming.router)
     app.include_router(results_routes.router)
+    app.include_router(page.router)
     return app
 
 
