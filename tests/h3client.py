@@ -29,6 +29,7 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b""
     reset: int | None = None
+    chunks: list[bytes] = field(default_factory=list)
 
     def header(self, name: bytes) -> bytes | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -76,7 +77,7 @@ class H3Client(QuicConnectionProtocol):
                 resp.headers = list(event.headers)
                 resp.status = int(dict(event.headers)[b":status"])
         elif isinstance(event, DataReceived):
-            resp.body += event.data
+            resp.chunks.append(event.data)
             w = self.chunk_waiters.get(sid)
             if w is not None:
                 w.set()
@@ -86,7 +87,9 @@ class H3Client(QuicConnectionProtocol):
     def _finish(self, sid: int) -> None:
         fut = self.done.get(sid)
         if fut is not None and not fut.done():
-            fut.set_result(self.responses[sid])
+            resp = self.responses[sid]
+            resp.body = b"".join(resp.chunks)
+            fut.set_result(resp)
 
     def start(
         self,
