@@ -357,6 +357,37 @@ def test_priority_update_for_a_non_request_stream_closes_with_id_error() -> None
     assert client_close_code(pair) == ErrorCode.H3_ID_ERROR
 
 
+def test_credit_never_exceeds_what_was_received() -> None:
+    # Requests refused or rejected while their bodies arrive, and a request
+    # answered before its body ended: none may give back more connection
+    # window than the client used, or the connection-level bound drifts away.
+    pair = Pair(Limits(max_header_bytes=4096))
+    quic = pair.server._quic if pair.server is not None else None
+    assert quic is not None
+    for headers in (
+        [*post(50_000)[:3], (b":path", b"no-slash"), (b"content-length", b"50000")],
+        [*post(50_000), (b"x-big", b"a" * 5000)],
+        post(10),
+    ):
+        sid = pair.client.get_next_available_stream_id()
+        pair.h3.send_headers(sid, headers)
+        pair.h3.send_data(sid, b"x" * 50_000, end_stream=True)
+        pair.exchange()
+        assert quic._consumed <= quic._local_max_data.used
+    early = open_request(pair, post(100_000), end=False)
+    pair.h3.send_data(early, b"x" * 30_000, end_stream=False)
+    pair.exchange()
+    assert pair.server is not None
+    pair.server.send(ResponseStart(early, 413, end_stream=True))
+    pair.exchange()
+    # The server stopped the rest of the body (STOP_SENDING, H3_NO_ERROR).
+    assert stops_seen(pair)[early] == ErrorCode.H3_NO_ERROR
+    assert quic._consumed <= quic._local_max_data.used
+    # And the connection still takes requests.
+    open_request(pair, GET)
+    assert any(isinstance(e, RequestReceived) and e.method == "GET" for e in pair.take())
+
+
 def test_reset_codes_map_to_reasons() -> None:
     assert reason_from_code(ErrorCode.H3_REQUEST_CANCELLED) is ResetReason.CANCELLED
     assert reason_from_code(ErrorCode.H3_REQUEST_REJECTED) is ResetReason.REFUSED

@@ -250,7 +250,7 @@ class H3Connection:
             stream.raw += len(ev.data)
         elif sid <= self._highest_request:
             # A stream we are done with (answered, reset): nobody reads it.
-            self._quic.credit(sid, len(ev.data))
+            self._quic.release(sid)
             if ev.end_stream:
                 h3.forget(sid)
             return
@@ -342,8 +342,8 @@ class H3Connection:
         data = ev.data
         stream = self._streams.get(sid)
         if stream is None or stream.request_ended:
-            if data:
-                self._quic.credit(sid, len(data))
+            # Refused or reset in this same batch: released already.
+            self._quic.release(sid)
             return
         stream.received += len(data)
         if stream.expected_length is not None and stream.received > stream.expected_length:

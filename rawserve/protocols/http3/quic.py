@@ -35,7 +35,10 @@ class FlowControlledQuic(QuicConnection):
         self._stream_window = stream_window
         self._connection_window = connection_window
         self._consumed = 0  # connection-level bytes consumed
-        self._stream_consumed: dict[int, int] = {}
+        # Request stream -> bytes of it credited to the connection so far.
+        # Kept while QUIC still has the stream, so that nothing is credited
+        # twice; pruned once QUIC has forgotten it.
+        self._credited: dict[int, int] = {}
         limit = self._local_max_streams_bidi
         limit.value = limit.sent = max_streams
 
@@ -44,28 +47,42 @@ class FlowControlledQuic(QuicConnection):
         stream's window (request streams) and the connection's by ``n``."""
         if n <= 0:
             return
-        self._consumed += n
-        max_data = self._local_max_data
-        max_data.value = max(max_data.value, self._consumed + self._connection_window)
+        self._credit_connection(n)
         if stream_is_unidirectional(stream_id):
             return
-        consumed = self._stream_consumed.get(stream_id, 0) + n
-        self._stream_consumed[stream_id] = consumed
+        credited = self._credited.get(stream_id, 0) + n
+        self._credited[stream_id] = credited
         stream = self._streams.get(stream_id)
         if stream is not None:
             stream.max_stream_data_local = max(
-                stream.max_stream_data_local, consumed + self._stream_window
+                stream.max_stream_data_local, credited + self._stream_window
             )
 
-    def release(self, stream_id: int, received: int) -> None:
-        """The stream is over for the application: every byte it took of the
-        connection window (``received``, or the final size of a reset
-        stream) goes back to the connection."""
-        consumed = self._stream_consumed.pop(stream_id, 0)
+    def release(self, stream_id: int, received: int = 0) -> None:
+        """Nobody will read the stream (any more): every byte it has taken
+        of the connection window (``received``, or more if QUIC has seen
+        more, up to a reset's final size) goes back, and its window slides
+        so that the peer can finish it. Call again as more bytes arrive."""
+        credited = self._credited.get(stream_id, 0)
         stream = self._streams.get(stream_id)
         if stream is not None:
             received = max(received, stream.receiver.highest_offset)
-        n = received - consumed
+        if received > credited:
+            self._credit_connection(received - credited)
+            credited = received
+            if stream is not None:
+                stream.max_stream_data_local = max(
+                    stream.max_stream_data_local, received + self._stream_window
+                )
+        if stream is None:
+            self._credited.pop(stream_id, None)
+        else:
+            self._credited[stream_id] = credited
+        if len(self._credited) > 2 * self._local_max_streams_bidi.value:
+            for sid in [sid for sid in self._credited if sid not in self._streams]:
+                del self._credited[sid]
+
+    def _credit_connection(self, n: int) -> None:
         if n > 0:
             self._consumed += n
             max_data = self._local_max_data
