@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
+import re
 import socket
 import struct
 import threading
@@ -563,3 +565,41 @@ def test_shutdown_answers_every_queued_request() -> None:
             statuses.append(int(data.split(b" ", 2)[1]))
     assert set(statuses) <= {200, 503}, statuses
     assert 503 in statuses and 200 in statuses, statuses
+
+
+async def test_loading_a_model_says_what_loads_and_that_it_still_is(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rawserve.inference.app import application
+
+    # A model whose loading ends only once the app has said it is still loading.
+    said_still_loading = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "still loading model digits" in record.getMessage():
+                said_still_loading.set()
+
+    def slow_model(spec: Any, **kwargs: Any) -> Model:
+        assert said_still_loading.wait(30)
+        return Model(spec, **kwargs)
+
+    monkeypatch.setattr(application, "Model", slow_model)
+    monkeypatch.setattr(application, "LOAD_PROGRESS_EVERY_S", 0.01)
+    watch = Watch()
+    logging.getLogger("rawserve").addHandler(watch)
+    app = create_app(InferenceSettings(cache_enabled=False))
+    try:
+        with caplog.at_level(logging.INFO, logger="rawserve"):
+            await app.startup()
+    finally:
+        logging.getLogger("rawserve").removeHandler(watch)
+        await app.shutdown()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        re.match(r"loading model digits from .*digits\.onnx \(\d+\.\d MB\)", m) for m in messages
+    )
+    assert any(
+        re.match(r"still loading model digits \(\d+\.\d MB\), \d+ s elapsed", m) for m in messages
+    )
+    assert any(re.match(r"loaded model digits in \d+\.\d\d s", m) for m in messages)

@@ -7,6 +7,7 @@ running batch."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ import numpy.typing as npt
 import pytest
 
 from rawserve.core.priority import Priority
+from rawserve.inference import engine as engine_module
 from rawserve.inference.engine import (
     DeadlineExceeded,
     Engine,
@@ -491,3 +493,30 @@ async def test_a_busy_worker_takes_its_next_batch_without_the_loop(
     assert len(model.batches) - before >= 5
     results = await asyncio.wait_for(asyncio.gather(*tasks), 5)
     assert len(results) == 20 and engine.stats("digits")["runs"] == 20
+
+
+async def test_a_long_warm_up_logs_each_batch_size(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every warm-up counts as long here: the progress lines are what is checked.
+    monkeypatch.setattr(engine_module, "WARMUP_PROGRESS_AFTER_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="rawserve"):
+        await make_engine(max_batch_size=8)
+    progress = [r.getMessage() for r in caplog.records if "warming up model" in r.getMessage()]
+    assert [m.split(":")[1].split(",")[0] for m in progress] == [
+        " batch size 1 done (1 of 4)",
+        " batch size 2 done (2 of 4)",
+        " batch size 4 done (3 of 4)",
+    ]
+    assert all(m.startswith("warming up model digits:") and "s elapsed" in m for m in progress)
+    assert any("model digits warmed up (4 batch sizes)" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_short_warm_up_logs_one_line(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "WARMUP_PROGRESS_AFTER_S", float("inf"))
+    with caplog.at_level(logging.INFO, logger="rawserve"):
+        await make_engine(max_batch_size=8)
+    assert not [r for r in caplog.records if "warming up model" in r.getMessage()]
+    assert [r for r in caplog.records if "warmed up" in r.getMessage()]

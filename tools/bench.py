@@ -65,6 +65,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "tools" / "peers"
@@ -484,6 +485,57 @@ class Cell:
         return float(statistics.median(getattr(r, attr) for r in self.runs))
 
 
+class Progress:
+    """A progress bar for one scenario on stderr, redrawn in place when stderr
+    is a terminal (a log file gets the per-run lines only)."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, total: int, stream: TextIO = sys.stderr) -> None:
+        self.label = label
+        self.total = max(1, total)
+        self.done = 0
+        self.stream = stream
+        self.live = stream.isatty()
+        self.note = ""
+        self._draw()
+
+    def bar(self) -> str:
+        filled = self.WIDTH * self.done // self.total
+        return (
+            f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total} "
+            f"{self.label}{': ' + self.note if self.note else ''}"
+        )
+
+    def start(self, note: str) -> None:
+        """Say what runs now (the bar does not move until it is done)."""
+        self.note = note
+        self._draw()
+
+    def step(self, line: str | None = None) -> None:
+        """One run done; ``line``, if any, is printed above the bar."""
+        self.done += 1
+        if line is not None:
+            self.print(line)
+        self._draw()
+
+    def print(self, line: str) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")
+        print(line, file=self.stream)
+        self._draw()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+    def _draw(self) -> None:
+        if self.live:
+            self.stream.write("\r\033[K" + self.bar())
+            self.stream.flush()
+
+
 def bench(args: argparse.Namespace, workdir: Path) -> list[Cell]:
     h2_clients, h2_streams = (int(v) for v in args.h2_concurrency.split("x"))
     cells: dict[tuple[str, str, str], Cell] = {}
@@ -517,26 +569,29 @@ def bench(args: argparse.Namespace, workdir: Path) -> list[Cell]:
                         empty_reason=server == "hypercorn",
                     )
 
+                progress = Progress(workload.name, len(pairs) * (1 + args.rounds))
                 for server, protocol in pairs:
+                    progress.start(f"warm-up {server} {protocol}")
                     warm = one(server, protocol, args.warmup or max(500, requests // 10))
-                    if warm.errors:
-                        print(
-                            f"   warm-up {server} {protocol}: {warm.errors} errors {warm.note}",
-                            file=sys.stderr,
-                        )
+                    progress.step(
+                        f"   warm-up {server} {protocol}: {warm.errors} errors {warm.note}"
+                        if warm.errors
+                        else None
+                    )
                 for round_ in range(args.rounds):
                     for server, protocol in pairs:
+                        progress.start(f"round {round_ + 1} {server} {protocol}")
                         run = one(server, protocol, requests)
                         cell = cells.setdefault(
                             (workload.name, server, protocol), Cell(workload.name, server, protocol)
                         )
                         cell.runs.append(run)
-                        print(
+                        progress.step(
                             f"   {workload.name} round {round_ + 1} {server:9} {protocol:3} "
                             f"{run.rps:10,.0f} req/s  p50 {run.p50_ms:7.2f} ms  "
-                            f"p99 {run.p99_ms:7.2f} ms  errors {run.errors} {run.note}",
-                            file=sys.stderr,
+                            f"p99 {run.p99_ms:7.2f} ms  errors {run.errors} {run.note}"
                         )
+                progress.close()
     return list(cells.values())
 
 

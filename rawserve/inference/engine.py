@@ -40,6 +40,10 @@ from rawserve.inference.scheduler import (
 
 log = logging.getLogger("rawserve.inference.engine")
 
+# A warm-up that has run this long logs each batch size it finishes: progress
+# where people wait, silence for the small models that warm up at once.
+WARMUP_PROGRESS_AFTER_S = 1.0
+
 # request.on_priority_change: subscribe a listener, get back its remover.
 PriorityHook = Callable[[Callable[[Priority], None]], Callable[[], None]]
 
@@ -246,7 +250,20 @@ class Engine:
             warmup = getattr(state.model, "warmup", None)
             if warmup is not None and self._pool is not None:
                 started = time.perf_counter()
-                await loop.run_in_executor(self._pool, warmup, sizes)
+                # One batch size at a time, so that a large model's warm-up
+                # says how far it is once it takes long enough to be waited on.
+                for i, size in enumerate(sizes, 1):
+                    await loop.run_in_executor(self._pool, warmup, [size])
+                    elapsed_s = time.perf_counter() - started
+                    if elapsed_s >= WARMUP_PROGRESS_AFTER_S and i < len(sizes):
+                        log.info(
+                            "warming up model %s: batch size %d done (%d of %d), %.1f s elapsed",
+                            state.name,
+                            size,
+                            i,
+                            len(sizes),
+                            elapsed_s,
+                        )
                 log.info(
                     "model %s warmed up (%d batch sizes) in %.0f ms",
                     state.name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
@@ -27,6 +28,15 @@ log = logging.getLogger("rawserve.inference")
 T = TypeVar("T")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# How often a model that is still loading says so.
+LOAD_PROGRESS_EVERY_S = 5.0
+
+
+def _file_mb(path: str | os.PathLike[str]) -> float:
+    try:
+        return os.path.getsize(path) / 1e6
+    except OSError:
+        return 0.0
 
 
 class InferenceApp(RawServe):
@@ -96,17 +106,7 @@ class InferenceApp(RawServe):
         models = self._given_models
         if models is None:
             specs = [ModelSpec.parse(entry) for entry in s.models] or [load_bundled()]
-            loaded = await asyncio.gather(
-                *(
-                    asyncio.to_thread(
-                        Model,
-                        spec,
-                        intra_op_threads=s.intra_op_threads,
-                        allow_spinning=s.allow_spinning,
-                    )
-                    for spec in specs
-                )
-            )
+            loaded = await asyncio.gather(*(self._load_one(spec) for spec in specs))
             models = {m.name: m for m in loaded}
         for name, model in models.items():
             self.engine.add_model(name, model)
@@ -115,6 +115,32 @@ class InferenceApp(RawServe):
         # warm-up (one run per batch size) is over.
         await self.engine.start(warm=False)
         self._warming = asyncio.get_running_loop().create_task(self._warm(list(models)))
+
+    async def _load_one(self, spec: ModelSpec) -> Model:
+        """Load a model in a worker thread, saying what is loading and, for a
+        large model, that it still is, every LOAD_PROGRESS_EVERY_S."""
+        s = self.settings
+        size_mb = _file_mb(spec.path)
+        log.info("loading model %s from %s (%.1f MB)", spec.name, spec.path, size_mb)
+        started = time.perf_counter()
+        loading = asyncio.ensure_future(
+            asyncio.to_thread(
+                Model, spec, intra_op_threads=s.intra_op_threads, allow_spinning=s.allow_spinning
+            )
+        )
+        while True:
+            done, _ = await asyncio.wait({loading}, timeout=LOAD_PROGRESS_EVERY_S)
+            if done:
+                break
+            log.info(
+                "still loading model %s (%.1f MB), %.0f s elapsed",
+                spec.name,
+                size_mb,
+                time.perf_counter() - started,
+            )
+        model = loading.result()
+        log.info("loaded model %s in %.2f s", spec.name, time.perf_counter() - started)
+        return model
 
     async def _warm(self, names: list[str]) -> None:
         try:
