@@ -3,6 +3,7 @@ server speaks: each line reaches the client before the next is produced."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import threading
@@ -14,6 +15,7 @@ import pytest
 
 from rawserve import RawServe
 from tests.conftest import RunningServer, need, run_server
+from tests.h3client import h3_connect
 
 app = RawServe()
 _released: dict[str, threading.Event] = {}
@@ -37,7 +39,7 @@ def gated(key: str) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def srv() -> Iterator[RunningServer]:
-    with run_server(app) as s:
+    with run_server(app, quic_port=None) as s:  # HTTP/3 on the TLS port number
         yield s
 
 
@@ -79,3 +81,14 @@ def test_json_lines_over_h2c(srv: RunningServer) -> None:
         check=True,
     )
     assert out.stdout == b'{"line":0}\n{"line":1}\n'
+
+
+def test_json_lines_over_http3(srv: RunningServer) -> None:
+    async def main() -> Any:
+        async with h3_connect(srv.server.quic_port or 0) as client:
+            return await client.request("GET", "/lines/3")
+
+    r = asyncio.run(main())
+    assert r.status == 200
+    assert r.header(b"content-type") == b"application/jsonl"
+    assert r.body == b'{"line":0}\n{"line":1}\n{"line":2}\n'
