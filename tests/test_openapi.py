@@ -249,6 +249,16 @@ def test_the_builtin_app_documents_predict_v2_and_health() -> None:
         ("/metrics", "get"),
     ]:
         assert method in paths[path], path
+    predict = paths["/predict"]["post"]
+    assert predict["tags"] == ["predict"]
+    body = predict["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert "file" in body["multipart/form-data"]["schema"]["properties"]
+    infer = paths["/v2/models/{name}/infer"]["post"]
+    assert infer["tags"] == ["v2"] and "inputs" in str(infer["requestBody"])
+    assert {"404", "503"} <= set(infer["responses"])
+    assert paths["/healthz"]["get"]["tags"] == ["health"]
+    assert "/" not in paths  # the page is not part of the API
 
 
 def test_router_tags_responses_and_deprecation_reach_the_operations() -> None:

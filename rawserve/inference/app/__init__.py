@@ -55,11 +55,11 @@ def create_app(
     """The built-in inference app over ``settings.models`` (default: the
     bundled digits classifier), or over already loaded ``models``."""
     app = InferenceApp(settings, models=models, graceful_timeout_s=graceful_timeout_s)
-    app.include_router(health.router)
-    app.include_router(v2_routes.router)
-    app.include_router(predict.router)
-    app.include_router(streaming.router)
-    app.include_router(results_routes.router)
+    app.include_router(health.router, tags=["health"])
+    app.include_router(v2_routes.router, tags=["v2"])
+    app.include_router(predict.router, tags=["predict"])
+    app.include_router(streaming.router, tags=["predict"])
+    app.include_router(results_routes.router, tags=["results"])
     app.include_router(page.router)
     return app
 

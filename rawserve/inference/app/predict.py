@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from rawserve.core.errors import ClientDisconnected
+from rawserve.inference.app import api_docs
 from rawserve.inference.app.application import InferenceApp
 from rawserve.inference.app.errors import BadInput, detail_error, error_response
 from rawserve.inference.app.submit import Encoder, answer, deadline_s
@@ -30,7 +31,7 @@ from rawserve.routing import APIRouter
 router = APIRouter()
 
 
-@router.post("/predict")
+@router.post("/predict", openapi_extra=api_docs.PREDICT)
 async def predict(request: Request) -> Response:
     app: InferenceApp = request.app
     engine = app.engine

@@ -14,6 +14,7 @@ import orjson
 
 from rawserve.core.errors import ClientDisconnected
 from rawserve.inference import v2
+from rawserve.inference.app import api_docs
 from rawserve.inference.app.application import InferenceApp
 from rawserve.inference.app.errors import error_response, v2_error
 from rawserve.inference.app.submit import answer, deadline_s
@@ -66,12 +67,12 @@ async def v2_model_ready_version(request: Request, name: str, version: str) -> R
     return _model_ready(request.app, name, version)
 
 
-@router.post("/v2/models/{name}/infer")
+@router.post("/v2/models/{name}/infer", openapi_extra=api_docs.V2_INFER)
 async def v2_infer(request: Request, name: str) -> Response:
     return await _infer(request, name, None)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer")
+@router.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=api_docs.V2_INFER)
 async def v2_infer_version(request: Request, name: str, version: str) -> Response:
     return await _infer(request, name, version)
 
