@@ -380,9 +380,10 @@ def get_openapi(
         for method in _methods(doc.route):
             op = _operation(doc, method, schemas, definitions, operation_ids)
             paths.setdefault(doc.route.path_format, {})[method.lower()] = op
+    # FastAPI's key order: paths before components.
+    output["paths"] = paths
     if definitions:
         output["components"] = {"schemas": {k: definitions[k] for k in sorted(definitions)}}
-    output["paths"] = paths
     if tags:
         output["tags"] = tags
     if external_docs:
