@@ -393,6 +393,43 @@ def test_goaway_at_shutdown_lets_the_in_flight_request_finish() -> None:
         assert (code, reason) == (ErrorCode.H3_NO_ERROR, "")
 
 
+def test_datagrams_reach_the_connection_by_a_connection_id_issued_later(
+    srv: RunningServer,
+) -> None:
+    async def run(c: H3Client) -> Any:
+        first = await c.request("GET", "/")
+        before = c._quic._peer_cid.cid
+        c._quic.change_connection_id()  # to one the server issued after the handshake
+        after = c._quic._peer_cid.cid
+        second = await c.request("GET", "/")
+        return first, second, before, after
+
+    first, second, before, after = h3(srv, run)
+    assert before != after
+    assert first.status == second.status == 200
+
+
+def test_junk_and_unknown_versions_do_not_disturb_the_listener(srv: RunningServer) -> None:
+    import os
+    import socket
+
+    port = srv.server.quic_port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        for junk in (b"", b"\x00", os.urandom(1200), b"\x40" + os.urandom(50)):
+            sock.sendto(junk, ("127.0.0.1", port))
+        # A long-header Initial of an unknown version gets Version Negotiation.
+        dcid, scid = os.urandom(8), os.urandom(8)
+        initial = (b"\xc0" + b"\x0a\x0a\x0a\x0a" + bytes([8]) + dcid + bytes([8]) + scid).ljust(
+            1200, b"\x00"
+        )
+        sock.sendto(initial, ("127.0.0.1", port))
+        answer, _ = sock.recvfrom(2048)
+    assert answer[1:5] == b"\x00\x00\x00\x00"  # version 0: negotiation
+    assert answer[6 : 6 + 8] == scid  # addressed to the client's ID
+    assert h3(srv, lambda c: c.request("GET", "/")).status == 200
+
+
 def test_http3_alone_without_a_tls_listener() -> None:
     with run_server(make_app(), tls=False, quic_port=free_udp_port()) as s:
         assert s.server.https_port is None and s.server.quic_port
