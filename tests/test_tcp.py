@@ -363,3 +363,43 @@ def test_http2_body_held_back_by_a_slow_handler_is_not_timed_out(bsrv: RunningSe
     assert not _resets(seen)
     body = b"".join(e.data for e in seen if isinstance(e, h2.events.DataReceived))
     assert json.loads(body) == {"received": size}
+
+
+def test_http11_expect_100_continue_waits_for_the_handler_not_the_timeout(
+    bsrv: RunningServer,
+) -> None:
+    """The client holds its body until 100 Continue, which goes out when the
+    handler reads (after three body timeouts): that wait is the server's."""
+    s = socket.create_connection(("127.0.0.1", bsrv.http_port), timeout=10)
+    s.sendall(
+        b"POST /sleep?seconds=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    time.sleep(BODY_TIMEOUT_S / 2)  # a client takes a moment to start sending
+    s.sendall(b"hello")
+    out = read_all(s)
+    s.close()
+    assert out.startswith(b"HTTP/1.1 200 OK"), out[:200]
+    assert json.loads(out.partition(b"\r\n\r\n")[2]) == {"received": 5}
+
+
+def test_http2_expect_100_continue_waits_for_the_handler_not_the_timeout(
+    bsrv: RunningServer,
+) -> None:
+    s, c = _h2(bsrv.http_port)
+    head = [(":method", "POST"), (":path", "/sleep?seconds=3"), (":scheme", "http")]
+    c.send_headers(1, [*head, (":authority", "x"), ("expect", "100-continue")])
+    s.sendall(c.data_to_send())
+    seen = _until(
+        s, c, lambda seen: any(isinstance(e, h2.events.InformationalResponseReceived) for e in seen)
+    )
+    assert not _resets(seen)
+    time.sleep(BODY_TIMEOUT_S / 2)
+    c.send_data(1, b"hello", end_stream=True)
+    s.sendall(c.data_to_send())
+    seen = _until(s, c, lambda seen: any(isinstance(e, h2.events.StreamEnded) for e in seen))
+    s.close()
+    assert not _resets(seen)
+    body = b"".join(e.data for e in seen if isinstance(e, h2.events.DataReceived))
+    assert json.loads(body) == {"received": 5}

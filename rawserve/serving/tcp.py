@@ -62,7 +62,11 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         self._eof = False  # the client shut down its sending side
         # Progress, for the periodic checks and for shedding (loop time).
         self._opened_at = 0.0
-        self._last_read = 0.0  # when bytes last arrived, or reading resumed
+        self._last_read = 0.0  # when bytes last arrived
+        # Since when an HTTP/1.1 request body is the client's to send: bytes
+        # arrived, or the server stopped holding it back (reading paused, no
+        # 100 Continue yet) at the latest periodic check.
+        self._body_since = 0.0
         self._head_started: float | None = None  # a request head is arriving
         self._head_bytes = 0  # bytes received since it began
 
@@ -126,7 +130,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = self.loop.time()
-        self._last_read = now
+        self._last_read = self._body_since = now
         if self._idle_timer:
             # The keep-alive wait is over: a request has begun, and its headers
             # now have header_timeout_s to arrive (slowloris).
@@ -347,7 +351,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
             and not self._closed
         ):
             self._reading_paused = False
-            self._last_read = self.loop.time()  # the body timeout starts afresh
+            self._body_since = self.loop.time()  # the body timeout starts afresh
             self.transport.resume_reading()
 
     # -- timers and shutdown -------------------------------------------------
@@ -455,11 +459,10 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
             return
         if self.http2:
             events = self.adapter.expire_bodies(now, timeout)
-        elif (
-            self.adapter.awaiting_body
-            and not self._reading_paused
-            and now - self._last_read >= timeout
-        ):
+        elif self._reading_paused or not self.adapter.awaiting_body:
+            self._body_since = now  # not the client's turn (or no body)
+            return
+        elif now - self._body_since >= timeout:
             events = self.adapter.time_out_body(timeout)
         else:
             return

@@ -447,6 +447,7 @@ class H2Connection:
             rfc9218 = True
         stream = Stream(priority, rfc9218, req.content_length)
         stream.last_data = self._conn.now
+        stream.awaiting_continue = req.expect_continue and not ended
         self._streams[sid] = stream
         # A push promised on this stream names the same authority.
         self._authorities[sid] = req.authority or b""
@@ -596,6 +597,8 @@ class H2Connection:
         elif isinstance(event, ResetStream):
             self._reset(sid, _CODE_FOR_REASON[event.reason])
         elif isinstance(event, InformationalResponse):
+            if event.status == 100:
+                stream.awaiting_continue = False
             if not stream.response_started:
                 headers = self._response_headers(event.status, event.headers, final=False)
                 self._send_headers(sid, stream, headers, False)
@@ -648,9 +651,9 @@ class H2Connection:
     def expire_bodies(self, now: float, timeout_s: float) -> list[IncomingEvent]:
         """Reset (CANCEL) the streams whose request body has not advanced for
         ``timeout_s`` although the client had window to send it: HEADERS
-        without the DATA, or a body that stops. A stream whose window the
-        server holds shut (its handler is not reading) is not stalled by the
-        client; its time starts afresh."""
+        without the DATA, or a body that stops. A stream the server holds
+        back (its window shut while the handler is not reading, or no 100
+        Continue yet) is not stalled by the client; its time starts afresh."""
         out: list[IncomingEvent] = []
         if self._closed:
             return out
@@ -661,8 +664,8 @@ class H2Connection:
                 window = self._conn.remote_flow_control_window(sid)
             except h2.exceptions.ProtocolError:  # h2 has closed it already
                 continue
-            if window <= 0:
-                stream.last_data = now
+            if window <= 0 or stream.awaiting_continue:
+                stream.last_data = now  # held back by the server, not the client
             elif now - stream.last_data >= timeout_s:
                 self._reset(sid, ErrorCodes.CANCEL)
                 out.append(StreamReset(sid, ResetReason.CANCELLED))

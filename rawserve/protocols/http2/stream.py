@@ -13,6 +13,7 @@ class Stream:
     """A stream handed to the application and not yet finished."""
 
     __slots__ = (
+        "awaiting_continue",
         "closing",
         "expected_length",
         "last_data",
@@ -44,3 +45,5 @@ class Stream:
         # ends or the stream goes, and when the client last made progress.
         self.pending = 0
         self.last_data = 0.0
+        # Expect: 100-continue, and no 100 sent yet: the client holds its body.
+        self.awaiting_continue = False
