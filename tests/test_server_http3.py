@@ -430,6 +430,54 @@ def test_junk_and_unknown_versions_do_not_disturb_the_listener(srv: RunningServe
     assert h3(srv, lambda c: c.request("GET", "/")).status == 200
 
 
+def test_the_cli_serves_three_versions_on_the_ports_its_banner_names(tmp_path: Path) -> None:
+    import os
+    import socket
+    import sys
+
+    from tests.conftest import ROOT
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        tls_port = int(probe.getsockname()[1])
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "rawserve", "tests.apps.seed_app:app",
+            "--host", "127.0.0.1", "--http-port", "-1", "--port", str(tls_port),
+            "--certs-dir", str(ROOT / "certs"),
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        banner = []
+        for line in proc.stderr:
+            banner.append(line.strip())
+            if "(HTTP/3, UDP)" in line:
+                break
+        assert f"https://127.0.0.1:{tls_port}  (HTTP/3, UDP)" in banner, banner
+        with httpx.Client(http2=True, verify=False) as client:
+            r = client.get(f"https://127.0.0.1:{tls_port}/stream")
+        assert r.http_version == "HTTP/2"
+        assert r.headers["alt-svc"] == f'h3=":{tls_port}"; ma=86400'
+
+        async def get() -> Any:
+            async with h3_connect(tls_port) as c:
+                return await c.request("GET", "/stream")
+
+        r3 = asyncio.run(get())
+        assert r3.status == 200 and r3.body.decode() == r.text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
 def test_http3_alone_without_a_tls_listener() -> None:
     with run_server(make_app(), tls=False, quic_port=free_udp_port()) as s:
         assert s.server.https_port is None and s.server.quic_port
