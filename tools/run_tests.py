@@ -35,6 +35,9 @@ DEBIAN_TOOLS: dict[str, str] = {
     "h2load": "nghttp2-client",
     "redis-server": "redis-server",
     "memcached": "memcached",
+    # tests/test_page.py: the page at GET / in headless Chromium, through selenium.
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 
 
