@@ -15,6 +15,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 import pytest
 
 from tests.apps.limits_app import app, make_app
@@ -403,3 +404,70 @@ def test_http2_expect_100_continue_waits_for_the_handler_not_the_timeout(
     assert not _resets(seen)
     body = b"".join(e.data for e in seen if isinstance(e, h2.events.DataReceived))
     assert json.loads(body) == {"received": 5}
+
+
+def _frames(s: socket.socket) -> list[Any]:
+    """Every frame until the server closes (h2 stops reading at GOAWAY)."""
+    from hyperframe.frame import Frame
+
+    data = read_all(s)
+    frames = []
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
+def test_half_closed_http2_client_gets_its_complete_requests_answered(
+    srv: RunningServer,
+) -> None:
+    from hpack import Decoder
+    from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
+
+    cancelled = app.state.cancelled
+    s, c = _h2(srv.http_port)
+    get = [(":method", "GET"), (":scheme", "http"), (":authority", "x")]
+    c.send_headers(1, [*get, (":path", "/stream/20?size=100")], end_stream=True)
+    c.send_headers(3, [*get, (":path", "/items/3")], end_stream=True)
+    _post_headers(c, 5, length=100)  # a body that will never come
+    s.sendall(c.data_to_send())
+    handling(srv, 5)
+    s.shutdown(socket.SHUT_WR)
+    frames = _frames(s)
+    s.close()
+    body = {
+        sid: b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == sid)
+        for sid in (1, 3)
+    }
+    ended = {f.stream_id for f in frames if "END_STREAM" in f.flags}
+    assert body[1] == b"".join(bytes([97 + i % 26]) * 100 for i in range(20))
+    assert json.loads(body[3]) == {"item": 3}
+    assert ended == {1, 3}
+    resets = {f.stream_id: f.error_code for f in frames if isinstance(f, RstStreamFrame)}
+    assert resets == {5: h2.errors.ErrorCodes.CANCEL}
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert [(g.last_stream_id, g.error_code) for g in goaways] == [(5, 0)]
+    dec = Decoder()
+    statuses = [dict(dec.decode(f.data))[":status"] for f in frames if isinstance(f, HeadersFrame)]
+    assert statuses == ["200", "200"]
+    assert open_connections(srv) == 0
+    assert app.state.cancelled == cancelled + 1
+
+
+def test_half_closed_client_whose_answer_cannot_go_out_is_cut(bsrv: RunningServer) -> None:
+    """An HTTP/2 client that half-closes with a small window can never send
+    the WINDOW_UPDATE its answer needs: after the body timeout it is cut."""
+    s = socket.create_connection(("127.0.0.1", bsrv.http_port), timeout=10)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+    get = [(":method", "GET"), (":scheme", "http"), (":authority", "x")]
+    c.send_headers(1, [*get, (":path", "/stream/20?size=1000")], end_stream=True)
+    s.sendall(c.data_to_send())
+    s.shutdown(socket.SHUT_WR)
+    frames = _frames(s)  # the server closes: a hang fails here
+    s.close()
+    assert not any("END_STREAM" in f.flags for f in frames)
+    assert open_connections(bsrv) == 0

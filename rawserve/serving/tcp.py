@@ -62,6 +62,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         self._eof = False  # the client shut down its sending side
         # Progress, for the periodic checks and for shedding (loop time).
         self._opened_at = 0.0
+        self._last_write = 0.0
         self._last_read = 0.0  # when bytes last arrived
         # Since when an HTTP/1.1 request body is the client's to send: bytes
         # arrived, or the server stopped holding it back (reading paused, no
@@ -74,6 +75,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         assert self.transport is not None
+        self._last_write = self.loop.time()
         self.transport.write(data)
 
     def _close(self) -> None:
@@ -107,7 +109,7 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         self.server_addr = (sock[0], sock[1]) if isinstance(sock, tuple) else None
         now = self.loop.time()
-        self._last_read = self._opened_at = now
+        self._last_read = self._opened_at = self._last_write = now
         if not self.server.pressure.admit(self, now):
             # At the connection limit with nothing to shed.
             self._closed = True
@@ -192,22 +194,22 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         return self._half_closed()
 
     def _half_closed(self) -> bool | None:
-        """The client shut down its sending side. HTTP/1.1 complete requests
-        are still answered in full (nc -N, scripts and proxies half-close after
-        sending): the adapter has reset the request still arriving, and the
-        transport closes once the adapter says ``should_close``. Anything else
-        (HTTP/2, TLS, nothing left to answer) closes now; connection_lost
+        """The client shut down its sending side. Complete requests are still
+        answered in full (nc -N, scripts and proxies half-close after
+        sending): the adapter resets the requests still arriving (HTTP/2 also
+        says GOAWAY), and the transport closes once the adapter says
+        ``should_close``. On TLS (asyncio's TLS transport cannot half-close)
+        or with nothing left to answer it closes now, and connection_lost
         cancels what is queued or running, so no inference is spent on an
-        answer nobody will read."""
+        answer nobody will read. An answer that cannot progress for
+        ``body_timeout_s`` (the client no longer reads) is cut (``check``)."""
         self._eof = True
-        keep = (
-            not self._closed
-            and not self.tls  # asyncio's TLS transport cannot half-close
-            and not self.http2
-            and self.adapter is not None
-            and not self.adapter.should_close
-        )
-        return True if keep else None
+        if self.tls or self._closed or self.adapter is None:
+            return None
+        if self.http2:
+            self._handle_events(self.adapter.peer_closed())
+            self._flush()
+        return None if self._closed or self.adapter.should_close else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
@@ -457,6 +459,11 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         timeout = self.limits.body_timeout_s
         if timeout <= 0 or self.adapter is None:
             return
+        if self._eof and now - self._last_write >= timeout and self._answer_stalled():
+            # Half-closed, and its answer cannot go out: with no way to send
+            # a WINDOW_UPDATE (or not reading at all), the client never will.
+            self.abort()
+            return
         if self.http2:
             events = self.adapter.expire_bodies(now, timeout)
         elif self._reading_paused or not self.adapter.awaiting_body:
@@ -470,6 +477,17 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
             self.server.stats.body_timeouts += sum(isinstance(e, StreamReset) for e in events)
             self._handle_events(events)
             self._flush()
+
+    def _answer_stalled(self) -> bool:
+        """Response bytes wait for the client: its socket, or (HTTP/2) its
+        flow-control window, including streams whose handler is done."""
+        if not self._writable:
+            return True
+        if not self.http2:
+            return False
+        if not self.streams:
+            return bool(self.adapter.open_streams)
+        return any(self.adapter.buffered(sid) for sid in self.streams)
 
     def shutdown(self) -> None:
         """Graceful: no new requests; close once the open ones are answered."""

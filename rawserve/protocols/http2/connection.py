@@ -234,6 +234,21 @@ class H2Connection:
         if error_code:
             self._close()
 
+    def peer_closed(self) -> list[IncomingEvent]:
+        """The client shut down its sending side: no frame will come. Streams
+        whose request is complete are still answered; the others can never
+        end and are reset (CANCEL); GOAWAY says no new stream is taken, and
+        ``should_close`` turns true after the last answer."""
+        out: list[IncomingEvent] = []
+        if self._closed:
+            return out
+        for sid, stream in list(self._streams.items()):
+            if not stream.request_ended:
+                self._reset(sid, ErrorCodes.CANCEL)
+                out.append(StreamReset(sid, ResetReason.CANCELLED))
+        self.start_shutdown()
+        return out
+
     def set_date_header(self, value: bytes) -> None:
         """The ``date`` value for responses; the I/O layer updates it once a second."""
         self._date = value
