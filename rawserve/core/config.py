@@ -49,8 +49,10 @@ class Limits:
     # Streams a peer may reset per second (CVE-2023-44487, rapid reset).
     max_resets_per_s: int = 200
     # A request body that stops arriving while the server waits for it (not
-    # while reading is paused for a slow handler) is cut after this long
-    # without a byte: 408 and close on HTTP/1.1, RST_STREAM on HTTP/2. 0 disables.
+    # while reading is paused for a slow handler, nor before 100 Continue) is
+    # cut after this long without a byte: 408 and close on HTTP/1.1,
+    # RST_STREAM on HTTP/2. A client that half-closed and no longer takes its
+    # answer is cut after as long without write progress. 0 disables.
     body_timeout_s: float = 30 * SECONDS
     # Request body bytes one connection may have received for requests not yet
     # complete (HTTP/2: many streams, each with a partial upload); the stream
