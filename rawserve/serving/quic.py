@@ -6,6 +6,7 @@ turns and N transmissions. Here every datagram that is ready is read and
 handed to its connection, and each connection touched transmits once, after
 the burst (``_flush``, as StreamConnection batches stream writes). Stream
 writes from handlers share that flush: one per connection per loop turn.
+A flush's datagrams of one size go out in one sendmsg with UDP GSO on Linux.
 
 Datagrams reach connections by destination connection ID, including the IDs
 a connection issues later (migration); unknown Initial packets make new
@@ -19,6 +20,8 @@ import asyncio
 import logging
 import os
 import socket
+import struct
+import sys
 from typing import TYPE_CHECKING
 
 from aioquic._buffer import Buffer
@@ -44,6 +47,11 @@ log = logging.getLogger("rawserve.serving")
 # Datagrams read per readiness callback before other work gets a turn.
 MAX_BURST = 128
 MAX_DATAGRAM = 65535
+# UDP generic segmentation offload (Linux 4.18+): one sendmsg carries up to
+# 64 datagrams of one size, the last possibly shorter.
+UDP_SEGMENT = 103
+MAX_GSO_SEGMENTS = 64
+MAX_GSO_BYTES = 65_000
 # Session tickets kept for resumption (each single-use: 0-RTT anti-replay).
 MAX_TICKETS = 10_000
 
@@ -84,6 +92,7 @@ class QUICListener:
         self._retry = QuicRetryTokenHandler() if retry else None
         self._touched: list[QUICConnection] = []
         self._closed = False
+        self._gso = sys.platform == "linux"
         sock.setblocking(False)
         self.loop.add_reader(sock.fileno(), self._read_ready)
 
@@ -210,6 +219,57 @@ class QUICListener:
         self.server.track(conn.run())
         return conn
 
+    # -- writing -------------------------------------------------------------------
+
+    def send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """Send a connection's datagrams: runs of equal size to one address
+        go out in one sendmsg with UDP GSO where the kernel has it (Linux),
+        else one sendto each. A full socket buffer drops the rest: QUIC's
+        loss recovery sends them again."""
+        sock = self.sock
+        n = len(datagrams)
+        i = 0
+        try:
+            while i < n:
+                data, addr = datagrams[i]
+                j = i + 1
+                if self._gso and n > 1:
+                    size = len(data)
+                    total = size
+                    while (
+                        j < n
+                        and j - i < MAX_GSO_SEGMENTS
+                        and datagrams[j][1] == addr
+                        and len(datagrams[j][0]) <= size
+                        and total + len(datagrams[j][0]) <= MAX_GSO_BYTES
+                    ):
+                        total += len(datagrams[j][0])
+                        j += 1
+                        if len(datagrams[j - 1][0]) < size:
+                            break  # only the last segment may be shorter
+                if j - i == 1:
+                    sock.sendto(data, addr)
+                else:
+                    try:
+                        sock.sendmsg(
+                            [b"".join(d for d, _ in datagrams[i:j])],
+                            [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("@H", len(data)))],
+                            0,
+                            addr,
+                        )
+                    except (BlockingIOError, InterruptedError):
+                        raise
+                    except OSError as exc:
+                        # No GSO on this kernel or device: one datagram at a time.
+                        log.debug("UDP GSO unavailable (%s); sending datagrams one by one", exc)
+                        self._gso = False
+                        continue
+                i = j
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            log.debug("UDP send error: %s", exc)
+
     def forget(self, conn: QUICConnection) -> None:
         for cid in conn.cids:
             if self.connections.get(cid) is conn:
@@ -284,16 +344,9 @@ class QUICConnection(StreamConnection):
         self._unflushed = 0
         if self._closed:
             return
-        now = self.loop.time()
-        sendto = self.listener.sock.sendto
-        for data, addr in self.adapter.datagrams_to_send(now):
-            try:
-                sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                break  # the socket buffer is full: QUIC's loss recovery resends
-            except OSError as exc:
-                log.debug("UDP send error: %s", exc)
-                break
+        datagrams = self.adapter.datagrams_to_send(self.loop.time())
+        if datagrams:
+            self.listener.send(datagrams)
         self._arm_timer()
         self._wake_writers()
 
