@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import importlib.util
 import itertools
+import json
 import os
 import platform
 import statistics
@@ -248,6 +249,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="in-process sizes"
     )
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument(
+        "--curve-json",
+        action="store_true",
+        help="measure only (a), once, and print it as JSON {model: {batch size: items/s}} "
+        "(tools/bench.py runs this on the server's CPU)",
+    )
     args = parser.parse_args(argv)
     args.models = [m.strip().upper() for m in args.models.split(",") if m.strip()]
     unknown = set(args.models) - set(DESCRIPTIONS)
@@ -272,6 +279,14 @@ def runner(loop: str) -> Callable[[Any], Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.curve_json:
+        curves = {}
+        for letter in args.models:
+            model = Model(model_spec(letter), intra_op_threads=1)
+            model.warmup(args.batch_sizes)
+            curves[letter] = in_process(model, args.batch_sizes, min_time_s=args.min_time)
+        print(json.dumps(curves))
+        return 0
     run = runner(args.loop)
     print(f"Machine: {machine()}\n")
     print(
