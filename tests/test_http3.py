@@ -125,6 +125,9 @@ def test_bad_pseudo_headers_reset_the_stream_not_the_connection() -> None:
     # The connection is still good for a valid request.
     open_request(pair, GET)
     assert [type(e) for e in pair.take()] == [RequestReceived, EndOfRequest]
+    # Nothing is kept for the rejected streams (aioquic's records included).
+    assert pair.server is not None and pair.server._h3 is not None
+    assert not [sid for sid in pair.server._h3._stream if sid % 4 == 0 and sid in sids]
 
 
 def test_a_request_without_authority_is_malformed() -> None:

@@ -689,6 +689,8 @@ class H3Connection:
         """A request the application never sees."""
         self._abort_stream(sid, code, stop=not ended)
         self._quic.release(sid, 0)
+        if ended and self._h3 is not None:
+            self._h3.forget(sid)  # nothing more will come for aioquic to end it
         if self._resets.exceeded(now):
             self._close_connection(ErrorCode.H3_EXCESSIVE_LOAD, "too many rejected requests")
 
