@@ -478,6 +478,44 @@ def test_the_cli_serves_three_versions_on_the_ports_its_banner_names(tmp_path: P
     assert "Traceback" not in err
 
 
+def test_a_long_connection_keeps_no_state_for_finished_streams() -> None:
+    app = make_app()
+    with run_server(app, quic_port=None) as s:
+        body = b"x" * 3000
+        head = [(b"content-length", b"3000")]
+
+        async def run(c: H3Client) -> Any:
+            for _ in range(6):
+                batch = [c.request("POST", "/echo", body=body, headers=head) for _ in range(50)]
+                assert {r.status for r in await asyncio.gather(*batch)} == {200}
+                c.start("GET", "/", headers=[(b"connection", b"x")])  # rejected
+                cut = c.start(
+                    "POST", "/echo", body=b"x", headers=[(b"content-length", b"9")], end=False
+                )
+                c._quic.reset_stream(cut, ErrorCode.H3_REQUEST_CANCELLED)
+                c.transmit()
+            assert (await c.request("GET", "/")).status == 200
+
+            def state() -> dict[str, int]:
+                conn = quic_connections(s)[0]
+                adapter = conn.adapter
+                assert adapter._h3 is not None
+                return {
+                    "drivers": len(conn.streams),
+                    "streams": len(adapter._streams),
+                    "draining": len(adapter._draining),
+                    "h3 request streams": len([i for i in adapter._h3._stream if i % 4 == 0]),
+                }
+
+            # Settled: every count back to zero (a hang fails the wait).
+            await wait_async(lambda: not any(s.call(state).values()))
+            return s.call(state), len(quic_connections(s)[0].adapter._quic._credited)
+
+        state, credited = h3(s, run)
+        assert state == {"drivers": 0, "streams": 0, "draining": 0, "h3 request streams": 0}
+        assert credited <= 2 * s.server.config.limits.max_concurrent_streams
+
+
 def test_http3_alone_without_a_tls_listener() -> None:
     with run_server(make_app(), tls=False, quic_port=free_udp_port()) as s:
         assert s.server.https_port is None and s.server.quic_port

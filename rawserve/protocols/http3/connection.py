@@ -521,15 +521,17 @@ class H3Connection:
             for sid, s in self._streams.items()
             if s.queue or (s.closing and not s.response_done)
         ]
-        if not ready:
-            return []
         # Responses entirely handed over keep their place while QUIC still
         # holds unsent bytes of theirs.
+        waiting = []
         for sid, priority in list(self._draining.items()):
             if self._unsent(sid):
-                ready.append((sid, priority))
+                waiting.append((sid, priority))
             else:
                 del self._draining[sid]
+        if not ready:
+            return []
+        ready += waiting
         units: list[tuple[bool, tuple[int, ...]]] = []
         for group in write_order(ready):
             if group.incremental:

@@ -39,6 +39,7 @@ class FlowControlledQuic(QuicConnection):
         # Kept while QUIC still has the stream, so that nothing is credited
         # twice; pruned once QUIC has forgotten it.
         self._credited: dict[int, int] = {}
+        self._max_streams = max_streams
         limit = self._local_max_streams_bidi
         limit.value = limit.sent = max_streams
 
@@ -78,7 +79,7 @@ class FlowControlledQuic(QuicConnection):
             self._credited.pop(stream_id, None)
         else:
             self._credited[stream_id] = credited
-        if len(self._credited) > 2 * self._local_max_streams_bidi.value:
+        if len(self._credited) > 2 * self._max_streams:
             for sid in [sid for sid in self._credited if sid not in self._streams]:
                 del self._credited[sid]
 
