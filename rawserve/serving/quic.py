@@ -95,6 +95,12 @@ class QUICListener:
         self._gso = sys.platform == "linux"
         sock.setblocking(False)
         self.loop.add_reader(sock.fileno(), self._read_ready)
+        # aioquic logs every connection's ALPN and close at INFO (and every
+        # packet at DEBUG): one server's worth of that is noise. A level set
+        # for "quic" by the embedding application is kept.
+        quic_log = logging.getLogger("quic")
+        if quic_log.level == logging.NOTSET:
+            quic_log.setLevel(logging.WARNING)
 
     @property
     def port(self) -> int:
