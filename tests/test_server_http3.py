@@ -162,6 +162,16 @@ def test_retry_round_trip() -> None:
         assert r.status == 200
         assert retry_scid is not None  # the client went through a Retry
 
+        # A token the server did not issue: closed with INVALID_TOKEN at once,
+        # not left to time out.
+        async def forged() -> None:
+            cfg = client_configuration(token=b"not a token the server issued")
+            async with h3_connect(s.server.quic_port or 0, cfg):
+                pass
+
+        with pytest.raises(ConnectionError):
+            asyncio.run(asyncio.wait_for(forged(), 20))
+
 
 def test_session_resumption_and_0rtt(srv: RunningServer) -> None:
     tickets: list[SessionTicket] = []

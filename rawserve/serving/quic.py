@@ -25,6 +25,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from aioquic._buffer import Buffer
+from aioquic.asyncio.server import _encode_invalid_token_close
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.packet import (
     QuicPacketType,
@@ -216,6 +217,15 @@ class QUICListener:
                     address=addr, destination_cid=dcid, token=token, now=now
                 )
             except ValueError:
+                # RFC 9000 section 8.1.3: close with INVALID_TOKEN, so that
+                # the client starts over instead of waiting for a timeout.
+                assert version is not None
+                self.sock.sendto(
+                    _encode_invalid_token_close(
+                        version=version, source_cid=dcid, destination_cid=scid
+                    ),
+                    addr,
+                )
                 return None
             retry_scid = dcid
         conn = QUICConnection(self, addr, original_dcid, retry_scid)
