@@ -66,6 +66,7 @@ def test_a_quick_run_of_rawserve_alone_reports_every_scenario(tmp_path: Path) ->
     install them) and without timing asserts: every scenario runs, every
     request is answered 2xx, and the report has its shape."""
     need("h2load")
+    need("curl")
     report_path, doc = tmp_path / "report.json", tmp_path / "BENCHMARKS.md"
     done = subprocess.run(
         [
@@ -139,3 +140,4 @@ def test_a_quick_run_of_rawserve_alone_reports_every_scenario(tmp_path: Path) ->
     ):
         assert heading in text
     assert "No request failed or was answered non-2xx." in text
+    assert report["server_log_errors"] == []

@@ -298,6 +298,7 @@ class Launcher:
         self.peer_bin = Path(args.peer_venv) / "bin"
         self.loop = "uvloop" if has_module(self.rawserve_python, "uvloop") else "asyncio"
         self.redis_url = ""
+        self.findings: list[str] = []  # tracebacks and errors in the servers' logs
         self.rawserve_src = ROOT
         if args.rawserve_commit:
             # rawserve as committed, not the work tree (others may be editing it).
@@ -390,6 +391,21 @@ class Launcher:
                 cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         return Server(flavor, tuple(columns), process, ports, log, ready_path, time.monotonic())
+
+    def read_log(self, server: Server) -> None:
+        """Keep what a stopped server logged as an error (a rawserve bug shows
+        here before it shows in the figures)."""
+        text = server.log.read_text(errors="replace")
+        bad = [
+            line
+            for line in text.splitlines()
+            if "Traceback" in line or "ERROR" in line or "Exception" in line
+        ]
+        if bad:
+            name = f"{server.flavor} ({', '.join(server.columns)})"
+            self.findings.append(f"{name}: {len(bad)} error lines, first: {bad[0][:300]}")
+            tail = text[-3000:]
+            progress_line(f"   {name} logged errors; its log ends:\n{tail}")
 
 
 def has_module(python: str, module: str) -> bool:
@@ -489,6 +505,7 @@ def running(
     finally:
         for server in servers:
             stop(server.process)
+            launcher.read_log(server)
 
 
 # -- h2load ----------------------------------------------------------------------------
@@ -1597,7 +1614,7 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
             "",
             *comparison_table(r, ["h1", "h2c"], True),
             "",
-            *ratios_table(r, "4x rps" if letter == "B" else "none"),
+            *ratios_table(r, "4x rps" if letter == "B" else "— (none in the issue)"),
             "",
         ]
         if letter in images:
@@ -1692,7 +1709,13 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
             )
         out.append("")
     errors = error_lines(report)
-    out += ["### Errors", "", *(errors or ["No request failed or was answered non-2xx."]), "", END]
+    out += ["### Errors", "", *(errors or ["No request failed or was answered non-2xx."]), ""]
+    findings = report.get("server_log_errors") or []
+    out += [
+        "Server logs: "
+        + ("; ".join(findings) if findings else "no server logged an error or a traceback.")
+    ]
+    out += ["", END]
     return "\n".join(out) + "\n"
 
 
@@ -1858,7 +1881,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--footprint-requests", type=int, default=100_000)
     parser.add_argument("--push-reps", type=int, default=10)
-    parser.add_argument("--curve-time", type=float, default=0.3)
+    parser.add_argument(
+        "--curve-time", type=float, default=0.5, help="seconds per in-process batch size (0.5)"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -1934,6 +1959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         report = bench.report
         report["machine"] = machine(args, bench.launcher)
+        report["server_log_errors"] = bench.launcher.findings
     images = plots(report, args.img_dir) if args.img_dir else {}
     where = args.doc.parent if args.doc else Path.cwd()
     images = {k: os.path.relpath(args.img_dir / v, where) for k, v in images.items()}
