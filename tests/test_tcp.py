@@ -329,7 +329,10 @@ def test_http11_body_held_back_by_a_slow_handler_is_not_timed_out(bsrv: RunningS
     reading once read_buffer_bytes wait, and that pause is not the client's."""
     size = 1_000_000
     s = socket.create_connection(("127.0.0.1", bsrv.http_port), timeout=10)
-    s.sendall(b"POST /sleep?seconds=3 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    s.sendall(
+        b"POST /sleep?seconds=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % size
+    )
     s.sendall(b"b" * size)  # blocks while the server is not reading: that is the point
     out = read_all(s)
     s.close()
@@ -471,3 +474,23 @@ def test_half_closed_client_whose_answer_cannot_go_out_is_cut(bsrv: RunningServe
     s.close()
     assert not any("END_STREAM" in f.flags for f in frames)
     assert open_connections(bsrv) == 0
+
+
+def test_half_closed_slow_reader_is_served_in_full(bsrv: RunningServer) -> None:
+    """A half-closed client reading 1.6 MB slowly (longer than the body
+    timeout in all, but never stalled) gets all of it."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.connect(("127.0.0.1", bsrv.http_port))
+    s.sendall(b"GET /stream/50?size=32768 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(10)
+    got = b""
+    deadline = time.monotonic() + 60
+    while chunk := s.recv(32768):
+        got += chunk
+        assert time.monotonic() < deadline
+        time.sleep(0.01)  # a few seconds for the whole answer
+    s.close()
+    chunks, final = dechunk(got.partition(b"\r\n\r\n")[2])
+    assert len(chunks) == 50 and final

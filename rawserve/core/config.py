@@ -51,8 +51,8 @@ class Limits:
     # A request body that stops arriving while the server waits for it (not
     # while reading is paused for a slow handler, nor before 100 Continue) is
     # cut after this long without a byte: 408 and close on HTTP/1.1,
-    # RST_STREAM on HTTP/2. A client that half-closed and no longer takes its
-    # answer is cut after as long without write progress. 0 disables.
+    # RST_STREAM on HTTP/2. An HTTP/2 client that half-closed, its answer
+    # waiting for window it can no longer give, is cut after as long. 0 disables.
     body_timeout_s: float = 30 * SECONDS
     # Request body bytes one connection may have received for requests not yet
     # complete (HTTP/2: many streams, each with a partial upload); the stream

@@ -201,8 +201,8 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         ``should_close``. On TLS (asyncio's TLS transport cannot half-close)
         or with nothing left to answer it closes now, and connection_lost
         cancels what is queued or running, so no inference is spent on an
-        answer nobody will read. An answer that cannot progress for
-        ``body_timeout_s`` (the client no longer reads) is cut (``check``)."""
+        answer nobody will read. An HTTP/2 answer waiting for window the
+        client can no longer give is cut after ``body_timeout_s`` (``check``)."""
         self._eof = True
         if self.tls or self._closed or self.adapter is None:
             return None
@@ -459,9 +459,9 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
         timeout = self.limits.body_timeout_s
         if timeout <= 0 or self.adapter is None:
             return
-        if self._eof and now - self._last_write >= timeout and self._answer_stalled():
-            # Half-closed, and its answer cannot go out: with no way to send
-            # a WINDOW_UPDATE (or not reading at all), the client never will.
+        if self._eof and now - self._last_write >= timeout and self._window_stalled():
+            # Half-closed, and its answer waits for window the client can no
+            # longer give (a WINDOW_UPDATE is a frame it cannot send).
             self.abort()
             return
         if self.http2:
@@ -478,12 +478,13 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
             self._handle_events(events)
             self._flush()
 
-    def _answer_stalled(self) -> bool:
-        """Response bytes wait for the client: its socket, or (HTTP/2) its
-        flow-control window, including streams whose handler is done."""
-        if not self._writable:
-            return True
-        if not self.http2:
+    def _window_stalled(self) -> bool:
+        """HTTP/2 response bytes wait for flow-control window while the
+        socket keeps up (nothing unsent): streams whose handler is done, or
+        whose handler waits to queue more. A slow reader is not stalled."""
+        if not self.http2 or not self._writable or self.transport is None:
+            return False
+        if self.transport.get_write_buffer_size():
             return False
         if not self.streams:
             return bool(self.adapter.open_streams)
