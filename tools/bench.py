@@ -552,6 +552,10 @@ REQUESTS = re.compile(
     r"(\d+) failed, (\d+) errored, (\d+) timeout"
 )
 STATUS = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+PROTOCOL = re.compile(r"Application protocol: (\S+)")
+# What h2load must have spoken in each column: a server that falls back to
+# HTTP/1.1 in an HTTP/2 column is measured in the wrong column.
+SPOKEN = {"h1": "http/1.1", "h1s": "http/1.1", "h2c": "h2c", "h2s": "h2"}
 UNITS_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -567,6 +571,7 @@ class H2load:
     codes: list[int]  # 2xx, 3xx, 4xx, 5xx
     latencies_ms: list[float]
     note: str = ""
+    protocol: str = ""  # as h2load negotiated it (ALPN, or h2c by prior knowledge)
 
 
 def h2load_cmd(
@@ -610,7 +615,17 @@ def parse_h2load(out: str, log: Path, expected: int | None) -> H2load:
             if line.count("\t") >= 2
         ]
     codes = [int(v) for v in status.groups()]
-    return H2load(seconds, succeeded, failed, errored, timed_out, codes, latencies)
+    protocol = PROTOCOL.search(out)
+    return H2load(
+        seconds,
+        succeeded,
+        failed,
+        errored,
+        timed_out,
+        codes,
+        latencies,
+        protocol=protocol.group(1) if protocol else "",
+    )
 
 
 def run_h2load(cmd: list[str], log: Path, expected: int | None, timeout_s: float) -> H2load:
@@ -655,7 +670,10 @@ def load(
     while left > 0:
         n = min(left, per_run)
         cmd = h2load_cmd(url, column, shape, body, cpu, log, requests=n)
-        parts.append(run_h2load(cmd, log, n, timeout_s))
+        part = run_h2load(cmd, log, n, timeout_s)
+        if part.protocol and part.protocol != SPOKEN[column]:
+            part.failed, part.note = n, f"spoke {part.protocol}, not {SPOKEN[column]}"
+        parts.append(part)
         left -= n
     cpu1 = cpu_seconds(cpu_pids)
     seconds = sum(p.seconds for p in parts)
