@@ -226,6 +226,12 @@ def test_request_body_credit_returns_only_as_the_application_consumes() -> None:
         if any(isinstance(e, EndOfRequest) for e in events):
             break
     assert total == size
+    # Answered, the stream gives back every byte it took: nothing is lost
+    # from the connection window (framing included), nothing given twice.
+    pair.server.send(ResponseStart(sid, 204, end_stream=True))
+    pair.exchange()
+    quic = pair.server._quic
+    assert quic._consumed == quic._local_max_data.used
 
 
 def test_a_client_that_stops_reading_holds_at_most_a_window_in_quic() -> None:

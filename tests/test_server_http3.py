@@ -346,8 +346,10 @@ def test_a_handler_that_does_not_read_stops_the_clients_sending() -> None:
             return qs.max_stream_data_remote, qs.sender.highest_offset
 
         limit, sent = h3(s, run)
-        assert limit == window
-        assert sent <= window
+        # The window moved by the request head's framing at most, never by
+        # body bytes nobody read.
+        assert window <= limit < window + 1024
+        assert sent <= limit
 
 
 def test_stop_sending_cancels_queued_inference() -> None:

@@ -142,6 +142,9 @@ class H3Connection:
         # Answered streams whose last bytes QUIC has not sent yet, with their
         # priority: less urgent responses wait behind them.
         self._draining: dict[int, Priority] = {}
+        # Bytes of request streams whose head has not been decoded yet
+        # (bounded by QUIC's stream limit).
+        self._head_bytes: dict[int, int] = {}
         self._last_heard = 0.0
         self.terminated = False
         # Connection IDs issued and retired since the glue last looked.
@@ -254,14 +257,16 @@ class H3Connection:
             if ev.end_stream:
                 h3.forget(sid)
             return
+        else:
+            # Its request head is still arriving: the stream takes the count
+            # over when it becomes a request.
+            self._head_bytes[sid] = self._head_bytes.get(sid, 0) + len(ev.data)
         self._translate(h3.handle_event(ev), now, out)
         stream = self._streams.get(sid)
         if stream is not None:
             self._settle(sid, stream)
-        elif sid > self._highest_request:
-            # Headers incomplete (or refused before the application saw them):
-            # what aioquic does not hold is framing.
-            pass
+        elif sid <= self._highest_request:
+            self._head_bytes.pop(sid, None)  # refused or rejected: released
 
     def _settle(self, sid: int, stream: Stream) -> None:
         """Give back the credit of framing bytes (frame headers, HEADERS
@@ -318,6 +323,7 @@ class H3Connection:
             rfc9218 = True
         stream = Stream(priority, rfc9218, req.content_length)
         stream.request_ended = ended
+        stream.raw = self._head_bytes.pop(sid, 0)
         self._streams[sid] = stream
         target = (req.authority if method == "CONNECT" else req.path) or b""
         out.append(
@@ -392,6 +398,7 @@ class H3Connection:
         stream = self._streams.get(sid)
         if type(ev) is qe.StreamReset:
             if stream is None:
+                self._head_bytes.pop(sid, None)
                 self._quic.release(sid, 0)
                 if self._h3 is not None:
                     self._h3.forget(sid)
@@ -689,6 +696,7 @@ class H3Connection:
 
     def _reject(self, sid: int, code: int, ended: bool, now: float) -> None:
         """A request the application never sees."""
+        self._head_bytes.pop(sid, None)
         self._abort_stream(sid, code, stop=not ended)
         self._quic.release(sid, 0)
         if ended and self._h3 is not None:
@@ -698,6 +706,7 @@ class H3Connection:
 
     def _refuse(self, sid: int, status: int, ended: bool) -> None:
         """Answer a request the application never sees (431, 425)."""
+        self._head_bytes.pop(sid, None)
         assert self._h3 is not None
         headers = response_head(
             status, [(b"content-length", b"0")], server=self._server_header, date=self._date
