@@ -603,3 +603,21 @@ async def test_loading_a_model_says_what_loads_and_that_it_still_is(
         re.match(r"still loading model digits \(\d+\.\d MB\), \d+ s elapsed", m) for m in messages
     )
     assert any(re.match(r"loaded model digits in \d+\.\d\d s", m) for m in messages)
+
+
+def test_metrics_show_the_servers_connections_even_when_served_again() -> None:
+    app = create_app(InferenceSettings(cache_enabled=False))
+    for _ in range(2):  # a second server takes over the same app's counters
+        with run_server(app, tls=False) as server:
+            wait_ready(server)
+            with httpx.Client() as client:
+                client.get(f"{server.http_url}/healthz")
+                families = {
+                    f.name: f
+                    for f in text_string_to_metric_families(
+                        client.get(f"{server.http_url}/metrics").text
+                    )
+                }
+            open_now = families["rawserve_connections_open"].samples[0].value
+            assert open_now >= 1
+            assert families["rawserve_connections_accepted"].samples[0].value >= 1

@@ -105,43 +105,46 @@ class ConnectionStats:
     def open(self) -> int:
         return self.open_fn()
 
-    def register(self, registry: Any) -> None:
+    def register(self, registry: Any, current: Callable[[], ConnectionStats] | None = None) -> None:
         """Show these counters on a metrics registry that takes callback
         gauges (``rawserve.inference.metrics.Registry``): what an app's
         ``bind_connection_stats(stats)`` hook calls. Counts since start are
-        gauges read at scrape time, named without ``_total``."""
+        gauges read at scrape time, named without ``_total``. ``current``, if
+        given, names the stats to read at each scrape (an app served by one
+        server after another registers once)."""
+        now: Callable[[], ConnectionStats] = current or (lambda: self)
         g = registry.gauge
-        g("rawserve_connections_open", "Open TCP connections.", callback=lambda: self.open)
+        g("rawserve_connections_open", "Open TCP connections.", callback=lambda: now().open)
         g(
             "rawserve_connections_limit",
             "The connection limit in effect.",
-            callback=lambda: self.limit,
+            callback=lambda: now().limit,
         )
         g(
             "rawserve_connections_accepted",
             "TCP connections accepted since start.",
-            callback=lambda: self.accepted,
+            callback=lambda: now().accepted,
         )
         g(
             "rawserve_connections_refused",
             "Connections closed on arrival: at the limit, every connection busy.",
-            callback=lambda: self.refused,
+            callback=lambda: now().refused,
         )
         g(
             "rawserve_connections_shed",
             "Connections closed for making no progress, by reason, since start.",
             ["reason"],
-            callback=lambda: {(reason,): n for reason, n in self.shed.items()},
+            callback=lambda: {(reason,): n for reason, n in now().shed.items()},
         )
         g(
             "rawserve_request_body_timeouts",
             "Requests cut because their body stopped arriving, since start.",
-            callback=lambda: self.body_timeouts,
+            callback=lambda: now().body_timeouts,
         )
         g(
             "rawserve_accept_errors",
             "accept() failures for lack of descriptors or memory, since start.",
-            callback=lambda: self.accept_errors,
+            callback=lambda: now().accept_errors,
         )
 
     def snapshot(self) -> dict[str, Any]:

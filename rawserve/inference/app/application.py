@@ -77,6 +77,7 @@ class InferenceApp(RawServe):
                 ),
                 self.metrics,
             )
+        self._connection_stats: Any = None
         # Work that outlives its request (a batch's items): owned here,
         # cancelled at shutdown.
         self._background: set[asyncio.Task[Any]] = set()
@@ -149,6 +150,14 @@ class InferenceApp(RawServe):
             log.exception("warm-up failed; the server stays not ready")
             return
         log.info("models ready: %s", ", ".join(names))
+
+    def bind_connection_stats(self, stats: Any) -> None:
+        """The server's connection counters (open, shed and why) on /metrics.
+        Registered once; a later server serving this app takes over."""
+        first = self._connection_stats is None
+        self._connection_stats = stats
+        if first:
+            stats.register(self.metrics, lambda: self._connection_stats)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` in the background, owned by the app until it ends."""
