@@ -520,9 +520,10 @@ class H3Connection:
         the congestion window can send now and the peer's windows accept.
 
         aioquic packs the streams it holds round-robin, packet by packet; so
-        that a more urgent response is not interleaved with a less urgent one,
-        what one stream (or one incremental group) was given is packed into
-        datagrams before the next one gets any."""
+        that a more urgent response is not interleaved with a less urgent one
+        when not everything can leave at once, what one stream (or one
+        incremental group) was given is packed into datagrams before the next
+        one gets any."""
         ready = [
             (sid, s.priority)
             for sid, s in self._streams.items()
@@ -547,6 +548,12 @@ class H3Connection:
                 units.extend((False, (sid,)) for sid in group.stream_ids)
         out: list[tuple[bytes, NetworkAddress]] = []
         budget = self._budget()
+        # When everything waiting fits in what can leave now (the common case:
+        # small responses), it all leaves in this flush whatever the packing,
+        # and one packing of all streams together saves datagrams.
+        fits = not waiting and budget >= sum(
+            self._streams[sid].queued + DATA_FRAME_OVERHEAD for sid, _ in ready
+        )
         for i, (incremental, ids) in enumerate(units):
             if budget <= 0:
                 break
@@ -562,8 +569,8 @@ class H3Connection:
                     pending = [s for s in pending if s in self._streams and self._streams[s].queue]
                     if budget == start:
                         break
-            if i + 1 == len(units):
-                break
+            if i + 1 == len(units) or fits:
+                continue
             if budget != before:
                 out += self._quic.datagrams_to_send(now)
                 budget = self._budget()
