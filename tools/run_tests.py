@@ -38,6 +38,8 @@ DEBIAN_TOOLS: dict[str, str] = {
     # tests/test_page.py: the page at GET / in headless Chromium, through selenium.
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    # tests/test_server_http3.py: ngtcp2's HTTP/3 client, a QUIC stack not ours.
+    "gtlsclient": "ngtcp2-client",
 }
 
 
