@@ -13,7 +13,7 @@ from typing import Any
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3Connection
-from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived, PushPromiseReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
     ConnectionTerminated,
@@ -48,6 +48,10 @@ class H3Client(QuicConnectionProtocol):
         self.handshake: HandshakeCompleted | None = None
         # While set, incoming datagrams are dropped: a client that stops reading.
         self.deaf = False
+        # Server pushes: push id -> promised path, and the pushed responses.
+        self.promised: dict[int, str] = {}
+        self.pushed: dict[int, Response] = {}
+        self.push_done: dict[int, asyncio.Future[Response]] = {}
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if not self.deaf:
@@ -68,6 +72,25 @@ class H3Client(QuicConnectionProtocol):
             self._h3_event(h3_event)
 
     def _h3_event(self, event: H3Event) -> None:
+        if isinstance(event, PushPromiseReceived):
+            self.promised[event.push_id] = dict(event.headers)[b":path"].decode()
+            self.pushed[event.push_id] = Response()
+            self.push_done[event.push_id] = asyncio.get_running_loop().create_future()
+            return
+        push_id = getattr(event, "push_id", None)
+        if push_id is not None and push_id in self.pushed:
+            pushed = self.pushed[push_id]
+            if isinstance(event, HeadersReceived) and not pushed.status:
+                pushed.headers = list(event.headers)
+                pushed.status = int(dict(event.headers)[b":status"])
+            elif isinstance(event, DataReceived):
+                pushed.chunks.append(event.data)
+            if getattr(event, "stream_ended", False):
+                pushed.body = b"".join(pushed.chunks)
+                fut = self.push_done[push_id]
+                if not fut.done():
+                    fut.set_result(pushed)
+            return
         sid = getattr(event, "stream_id", None)
         if sid not in self.responses:
             return

@@ -5,8 +5,8 @@ H3Connection exchange datagrams in memory with rawserve's H3Connection
 from __future__ import annotations
 
 from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import ErrorCode, encode_frame
-from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.h3.connection import ErrorCode, FrameType, encode_frame
+from aioquic.h3.events import DataReceived, HeadersReceived, PushPromiseReceived
 from aioquic.quic.events import ConnectionTerminated, StopSendingReceived
 from aioquic.quic.events import StreamReset as QuicStreamReset
 
@@ -424,3 +424,69 @@ def test_control_reader_finds_priority_updates_fed_whole_or_byte_by_byte() -> No
     assert by_byte == expected
     # Another unidirectional stream (QPACK) is not read.
     assert ControlReader().feed(6, encode_uint_var(2) + frames[1:]) == []
+
+
+# -- server push (RFC 9114 section 4.6) ------------------------------------------
+
+
+def test_a_push_is_promised_and_answered_on_its_push_stream() -> None:
+    pair = Pair()
+    sid = open_request(pair, GET)
+    pair.take()
+    assert pair.server is not None and pair.server.push_allowed(sid)
+    pushed = pair.server.push(sid, "/results/abc", [(b"accept", b"application/json")])
+    assert pushed is not None and pushed.method == "GET" and pushed.target == "/results/abc"
+    assert pushed.http_version == "3" and pushed.end_stream
+    pair.server.send(ResponseStart(pushed.stream_id, 200, [(b"content-length", b"2")]))
+    pair.server.send(ResponseBody(pushed.stream_id, b"ok", end_stream=True))
+    pair.server.send(ResponseStart(sid, 204, [], end_stream=True))
+    pair.exchange()
+    promise = next(e for e in pair.client_events if isinstance(e, PushPromiseReceived))
+    assert promise.stream_id == sid
+    assert (b":path", b"/results/abc") in promise.headers
+    on_push = [e for e in pair.client_events if getattr(e, "push_id", None) == promise.push_id]
+    heads = [e for e in on_push if isinstance(e, HeadersReceived)]
+    assert dict(heads[0].headers)[b":status"] == b"200"
+    assert b"".join(e.data for e in on_push if isinstance(e, DataReceived)) == b"ok"
+
+
+def test_cancel_push_stops_it_and_the_path_is_never_promised_again() -> None:
+    pair = Pair()
+    sid = open_request(pair, GET)
+    pair.take()
+    assert pair.server is not None
+    pushed = pair.server.push(sid, "/style.css", [])
+    assert pushed is not None
+    pair.exchange()
+    promise = next(e for e in pair.client_events if isinstance(e, PushPromiseReceived))
+    control = pair.h3._local_control_stream_id
+    assert control is not None
+    cancel = encode_frame(FrameType.CANCEL_PUSH, encode_uint_var(promise.push_id))
+    pair.client.send_stream_data(control, cancel)
+    pair.exchange()
+    assert StreamReset(pushed.stream_id, ResetReason.CANCELLED) in pair.take()
+    assert pair.server.push(sid, "/style.css", []) is None
+    assert pair.server.push(sid, "/other.css", []) is not None
+
+
+def test_no_push_beyond_the_push_ids_the_client_allowed() -> None:
+    pair = Pair(Limits(max_concurrent_pushes=1000))
+    sid = open_request(pair, GET)
+    pair.take()
+    assert pair.server is not None
+    promised = 0
+    while pair.server.push(sid, f"/r/{promised}", []) is not None:
+        promised += 1
+        assert promised < 100
+    # aioquic's client allows push IDs 0..8 (MAX_PUSH_ID 8) unless it says more.
+    assert promised == 9
+    assert not pair.server.push_allowed(sid)
+
+
+def test_no_push_once_the_parent_answer_is_complete() -> None:
+    pair = Pair()
+    sid = open_request(pair, GET)
+    pair.take()
+    assert pair.server is not None
+    pair.server.send(ResponseStart(sid, 204, [], end_stream=True))
+    assert pair.server.push(sid, "/late", []) is None

@@ -616,3 +616,34 @@ async def wait_async(condition: Callable[[], bool], timeout: float = 10.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError("condition never became true")
         await asyncio.sleep(0.005)
+
+
+def test_batch_results_are_pushed_over_http3_and_equal_the_gets() -> None:
+    app = create_app(InferenceSettings())
+    items = [[(i * 7 + j) % 17 for j in range(64)] for i in range(5)]
+    with run_server(app, quic_port=None) as s:
+        wait_ready(s)
+        body = json.dumps({"items": items}).encode()
+
+        async def run(c: H3Client) -> Any:
+            r = await c.request(
+                "POST",
+                "/predict/batch",
+                body=body,
+                headers=[
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(body)),
+                ],
+            )
+            pushed = await asyncio.wait_for(
+                asyncio.gather(*[c.push_done[p] for p in list(c.push_done)]), 30
+            )
+            return r, dict(zip(list(c.promised.values()), pushed, strict=True))
+
+        r, pushed = h3(s, run)
+        assert r.status == 202
+        paths = json.loads(r.body)["results"]
+        assert sorted(pushed) == sorted(paths)  # one push per result
+        for path in paths:
+            got = httpx.get(s.http_url + path)
+            assert pushed[path].status == 200 and json.loads(pushed[path].body) == got.json()

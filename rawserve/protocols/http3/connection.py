@@ -18,6 +18,7 @@ import aioquic.h3.events as h3e
 import aioquic.quic.events as qe
 from aioquic._buffer import Buffer, BufferReadError
 from aioquic.h3.connection import ErrorCode, FrameType
+from aioquic.h3.exceptions import H3Error
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress, stream_is_unidirectional
 
@@ -26,6 +27,7 @@ from rawserve.core.events import (
     BodyReceived,
     ConnectionTerminated,
     EndOfRequest,
+    Headers,
     IncomingEvent,
     InformationalResponse,
     OutgoingEvent,
@@ -41,6 +43,7 @@ from rawserve.core.events import (
 )
 from rawserve.core.priority import DEFAULT_PRIORITY, Priority, parse_priority_field
 from rawserve.protocols.http3.h3 import (
+    PRIORITY_UPDATE_PUSH,
     PRIORITY_UPDATE_REQUEST,
     ControlReader,
     RequestHeaders,
@@ -50,6 +53,7 @@ from rawserve.protocols.http3.h3 import (
 from rawserve.protocols.http3.quic import FlowControlledQuic
 from rawserve.protocols.http3.stream import Stream
 from rawserve.protocols.semantics import (
+    CONNECTION_SPECIFIC,
     MalformedMessage,
     RateLimit,
     check_trailers,
@@ -146,6 +150,12 @@ class H3Connection:
         # (bounded by QUIC's stream limit).
         self._head_bytes: dict[int, int] = {}
         self._last_heard = 0.0
+        # Server push: push stream -> (push id, path), promises made, the paths
+        # a client refused (CANCEL_PUSH, STOP_SENDING): never again here.
+        self._pushed: dict[int, tuple[int, str]] = {}
+        self._pushes = 0
+        self._refused_pushes: set[str] = set()
+        self._authorities: dict[int, bytes] = {}
         self.terminated = False
         # Connection IDs issued and retired since the glue last looked.
         self.issued_cids: list[bytes] = []
@@ -325,6 +335,7 @@ class H3Connection:
         stream.request_ended = ended
         stream.raw = self._head_bytes.pop(sid, 0)
         self._streams[sid] = stream
+        self._authorities[sid] = req.authority or b""
         target = (req.authority if method == "CONNECT" else req.path) or b""
         out.append(
             RequestReceived(
@@ -396,6 +407,9 @@ class H3Connection:
         if self._h3 is not None:
             self._h3.handle_event(ev)
         stream = self._streams.get(sid)
+        refused = self._pushed.get(sid)
+        if refused is not None:
+            self._refused_pushes.add(refused[1])
         if type(ev) is qe.StreamReset:
             if stream is None:
                 self._head_bytes.pop(sid, None)
@@ -428,13 +442,25 @@ class H3Connection:
         if self._control_frames.exceeded(now):
             self._close_connection(ErrorCode.H3_EXCESSIVE_LOAD, "too many control frames")
             return
-        if frame_type != PRIORITY_UPDATE_REQUEST:
-            return  # no server push, so no push priorities to update
         buf = Buffer(data=payload)
         try:
             sid = buf.pull_uint_var()
         except BufferReadError:
-            self._close_connection(ErrorCode.H3_FRAME_ERROR, "malformed PRIORITY_UPDATE")
+            self._close_connection(ErrorCode.H3_FRAME_ERROR, "malformed control frame")
+            return
+        if frame_type == FrameType.CANCEL_PUSH:
+            self._cancel_push(sid, out)
+            return
+        if frame_type == PRIORITY_UPDATE_PUSH:
+            pushed = self._push_stream(sid)
+            stream = self._streams.get(pushed) if pushed is not None else None
+            if stream is not None:
+                priority = parse_priority_field(payload[buf.tell() :])
+                if priority != stream.priority:
+                    stream.priority = priority
+                    out.append(PriorityChanged(pushed, priority))  # type: ignore[arg-type]
+            return
+        if frame_type != PRIORITY_UPDATE_REQUEST:
             return
         if sid % 4 != 0:
             # RFC 9218 section 7.2: only client-initiated request streams.
@@ -452,6 +478,82 @@ class H3Connection:
             if len(self._early_priorities) < self._limits.max_concurrent_streams:
                 self._early_priorities[sid] = value
 
+    # -- server push (RFC 9114 section 4.6) ----------------------------------------
+
+    def push_allowed(self, parent: int) -> bool:
+        """Whether a push can be promised on request stream ``parent``: the
+        client sent MAX_PUSH_ID with room left, the connection is not closing,
+        the parent's answer is not finished, and the limits hold."""
+        h3 = self._h3
+        stream = self._streams.get(parent)
+        limits = self._limits
+        if h3 is None or stream is None or self._closing or self._goaway_id is not None:
+            return False
+        max_push_id = h3._max_push_id
+        return (
+            parent % 4 == 0
+            and not stream.closing
+            and not stream.response_done
+            and max_push_id is not None
+            and h3._next_push_id <= max_push_id
+            and self._pushes < limits.max_pushes_per_connection
+            and len(self._pushed) < limits.max_concurrent_pushes
+        )
+
+    def push(self, parent: int, path: str, headers: Headers) -> RequestReceived | None:
+        """Promise a ``GET path`` on ``parent``; the pushed request, to be
+        answered like any other on its push stream, or None."""
+        if path in self._refused_pushes or not self.push_allowed(parent):
+            return None
+        assert self._h3 is not None
+        parent_stream = self._streams[parent]
+        authority = self._authorities.get(parent, b"")
+        fields = [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", authority),
+            (b":path", path.encode("latin-1")),
+            *((k, v) for k, v in headers if k not in CONNECTION_SPECIFIC and k[:1] != b":"),
+        ]
+        push_id = self._h3._next_push_id
+        try:
+            push_sid = self._h3.send_push_promise(parent, fields)
+        except H3Error:
+            return None
+        stream = Stream(parent_stream.priority, False, None)
+        stream.request_ended = True
+        self._streams[push_sid] = stream
+        self._pushed[push_sid] = (push_id, path)
+        self._pushes += 1
+        return RequestReceived(
+            stream_id=push_sid,
+            method="GET",
+            target=path,
+            headers=[(k, v) for k, v in fields if k[:1] != b":"],
+            http_version="3",
+            scheme="https",
+            authority=authority.decode("latin-1") or None,
+            priority=parent_stream.priority,
+            end_stream=True,
+        )
+
+    def _push_stream(self, push_id: int) -> int | None:
+        return next((sid for sid, (pid, _) in self._pushed.items() if pid == push_id), None)
+
+    def _cancel_push(self, push_id: int, out: list[IncomingEvent]) -> None:
+        """CANCEL_PUSH: the client does not want it. It costs nothing more,
+        and the path is never promised again on this connection."""
+        sid = self._push_stream(push_id)
+        if sid is None:
+            return
+        _, path = self._pushed.pop(sid)
+        self._refused_pushes.add(path)
+        stream = self._streams.get(sid)
+        if stream is not None:
+            self._quic.reset_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
+            self._drop(sid, stream)
+            out.append(StreamReset(sid, ResetReason.CANCELLED))
+
     # -- events out --------------------------------------------------------------
 
     def send(self, event: OutgoingEvent) -> None:
@@ -459,7 +561,7 @@ class H3Connection:
         if self.terminated or self._h3 is None:
             return
         if isinstance(event, PushPromise):
-            raise NotImplementedError("server push is not supported over HTTP/3")
+            return  # pushes are promised through push(), which returns the request
         sid = event.stream_id
         stream = self._streams.get(sid)
         if stream is None:
@@ -745,6 +847,11 @@ class H3Connection:
 
     def _forget(self, sid: int, stream: Stream) -> None:
         self._streams.pop(sid, None)
+        self._authorities.pop(sid, None)
+        pushed = self._pushed.pop(sid, None)
+        if pushed is not None:
+            self._quic.release(sid, 0)
+            return
         self._quic.release(sid, stream.raw)
         if self._h3 is not None and stream.request_ended:
             self._h3.forget(sid)

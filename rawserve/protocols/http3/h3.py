@@ -108,7 +108,7 @@ class ServerH3(H3Connection):
 
 class ControlReader:
     """Reads the frames aioquic ignores out of the peer's unidirectional
-    streams: PRIORITY_UPDATE and GOAWAY on its control stream. Fed the same
+    streams: PRIORITY_UPDATE, GOAWAY and CANCEL_PUSH on its control stream. Fed the same
     bytes as aioquic; holds at most one small frame."""
 
     __slots__ = ("_buffer", "_control", "_frame_size", "_frame_type", "_types")
@@ -153,7 +153,12 @@ class ControlReader:
                 self._buffer = self._buffer[buf.tell() :]
             wanted = (
                 self._frame_type
-                in (PRIORITY_UPDATE_REQUEST, PRIORITY_UPDATE_PUSH, FrameType.GOAWAY)
+                in (
+                    PRIORITY_UPDATE_REQUEST,
+                    PRIORITY_UPDATE_PUSH,
+                    FrameType.GOAWAY,
+                    FrameType.CANCEL_PUSH,
+                )
                 and self._frame_size <= MAX_PRIORITY_UPDATE_BYTES
             )
             if wanted:
