@@ -5,6 +5,7 @@ fetched by their path, and the connection's errors."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -116,14 +117,16 @@ async def test_a_bad_input_raises_with_the_servers_answer(
     assert info.value.response is not None and info.value.response.status == 422
 
 
-async def test_reprioritize_moves_a_queued_request() -> None:
+@pytest.mark.parametrize("http3", [False, True], ids=["h2c", "h3"])
+async def test_reprioritize_moves_a_queued_request(http3: bool) -> None:
     app = create_app(
         InferenceSettings(max_batch_size=1, max_batch_delay_ms=0.0, cache_enabled=False),
         models={"digits": SlowModel(0.05)},
     )
-    with run_server(app, tls=False) as srv:
+    with run_server(app, tls=http3, quic_port=None if http3 else 0) as srv:
         wait_ready(srv)
-        async with connect(srv.http_url) as c:
+        url = srv.https_url if http3 else srv.http_url
+        async with connect(url, verify=False, http3=http3) as c:
             sids = []
             for i in range(20):
                 row = [(v + i) % 17 for v in ROWS[0]]
@@ -189,3 +192,75 @@ async def test_stream_unordered_still_answers_every_row(
     async with connect(srv.https_url, verify=False) as c:
         got = [r async for r in c.stream([ROWS[i % 4] for i in range(20)], ordered=False)]
     assert sorted(r["index"] for r in got) == list(range(20))
+
+
+# -- the same client over HTTP/3 -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def h3srv() -> Iterator[tuple[RunningServer, InferenceApp]]:
+    app = create_app(InferenceSettings(max_batch_size=1, max_batch_delay_ms=0.0))
+    app.get("/priority")(_priority_handler)
+    with run_server(app, quic_port=None) as s:
+        wait_ready(s)
+        yield s, app
+
+
+async def _priority_handler(request: Request) -> dict[str, object]:
+    p = request.priority
+    return {"urgency": p.urgency, "version": request.http_version}
+
+
+async def test_over_http3_priority_predict_results_and_pushes(
+    h3srv: tuple[RunningServer, InferenceApp],
+) -> None:
+    srv, _ = h3srv
+    async with connect(srv.https_url, verify=False, http3=True) as c:
+        assert c.http_version == "3"
+        seen = (await c.request("GET", "/priority", priority=1)).json()
+        assert seen == {"urgency": 1, "version": "3"}
+        answer = await c.predict(ROWS[3])
+        stored = await c.get(answer["result"])
+        assert stored.status == 200 and stored.json() == answer and not stored.pushed
+        items = [[(i * 11 + j) % 17 for j in range(64)] for i in range(4)]
+        r = await c.request(
+            "POST",
+            "/predict/batch",
+            body=json.dumps({"items": items}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        paths = json.loads(r.body)["results"]
+        pushed = await c.wait_pushes()
+        assert set(paths) <= set(pushed)
+        got = await c.get(paths[0])
+        assert got.pushed and got.json()["result"] == paths[0]
+
+
+async def test_over_http3_stream_is_full_duplex(h3srv: tuple[RunningServer, InferenceApp]) -> None:
+    srv, _ = h3srv
+    got_one = asyncio.Event()
+
+    async def rows() -> AsyncIterator[list[int]]:
+        for i in range(10):
+            yield [(v + i) % 17 for v in ROWS[1]]
+            await asyncio.wait_for(got_one.wait(), 10)
+            got_one.clear()
+
+    results = []
+    async with connect(srv.https_url, verify=False, http3=True) as c:
+        async for item in c.stream(rows()):
+            results.append(item)
+            got_one.set()
+    assert [r["index"] for r in results] == list(range(10))
+
+
+async def test_over_http3_push_can_be_declined(h3srv: tuple[RunningServer, InferenceApp]) -> None:
+    srv, _ = h3srv
+    async with connect(srv.https_url, verify=False, http3=True, enable_push=False) as c:
+        r = await c.request(
+            "POST",
+            "/predict/batch",
+            body=json.dumps({"items": [ROWS[2]]}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status == 202 and await c.wait_pushes() == {}
