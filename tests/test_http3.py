@@ -9,6 +9,7 @@ from aioquic.h3.connection import ErrorCode, FrameType, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived, PushPromiseReceived
 from aioquic.quic.events import ConnectionTerminated, StopSendingReceived
 from aioquic.quic.events import StreamReset as QuicStreamReset
+from aioquic.quic.packet import QuicErrorCode
 
 from rawserve.core.config import Limits
 from rawserve.core.events import (
@@ -25,6 +26,21 @@ from rawserve.core.priority import Priority
 from rawserve.protocols.http3 import reason_from_code
 from rawserve.protocols.http3.h3 import PRIORITY_UPDATE_REQUEST, ControlReader
 from tests.h3pair import Pair
+
+
+def encode_prefix_int(value: int, prefix_bits: int) -> bytes:
+    """QPACK's prefixed integer (RFC 7541 section 5.1), first byte's flag bits zero."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([value])
+    out = bytearray([limit])
+    value -= limit
+    while value >= 128:
+        out.append(value % 128 | 0x80)
+        value //= 128
+    out.append(value)
+    return bytes(out)
+
 
 GET = [
     (b":method", b"GET"),
@@ -490,3 +506,137 @@ def test_no_push_once_the_parent_answer_is_complete() -> None:
     assert pair.server is not None
     pair.server.send(ResponseStart(sid, 204, [], end_stream=True))
     assert pair.server.push(sid, "/late", []) is None
+
+
+# -- abuse (issue 15, build 6) ---------------------------------------------------
+
+
+def open_uni(pair: Pair, data: bytes, *, end: bool = False) -> int:
+    sid = pair.client.get_next_available_stream_id(is_unidirectional=True)
+    pair.client.send_stream_data(sid, data, end_stream=end)
+    pair.exchange()
+    return sid
+
+
+def test_opening_more_bidi_streams_than_max_streams_is_stream_limit_error() -> None:
+    pair = Pair(Limits(max_concurrent_streams=4))
+    for _ in range(4):
+        open_request(pair, post(10), end=False)
+    # The client ignores the credit it was given: QUIC's own error answers.
+    pair.client._remote_max_streams_bidi = 100
+    open_request(pair, post(10), end=False)
+    assert client_close_code(pair) == QuicErrorCode.STREAM_LIMIT_ERROR
+    # Once its draining period is over the server holds nothing of it.
+    assert pair.server is not None
+    pair.server.handle_timer(pair.now + 10)
+    assert pair.server.terminated and pair.server.open_streams == 0
+
+
+def test_a_second_control_stream_is_stream_creation_error() -> None:
+    pair = Pair()
+    open_uni(pair, encode_uint_var(0) + encode_frame(FrameType.SETTINGS, b""))
+    assert client_close_code(pair) == ErrorCode.H3_STREAM_CREATION_ERROR
+
+
+def test_a_second_qpack_encoder_stream_is_stream_creation_error() -> None:
+    pair = Pair()
+    open_uni(pair, encode_uint_var(2))
+    assert client_close_code(pair) == ErrorCode.H3_STREAM_CREATION_ERROR
+
+
+def test_a_push_stream_from_the_client_is_stream_creation_error() -> None:
+    pair = Pair()
+    open_uni(pair, encode_uint_var(1) + encode_uint_var(0))
+    assert client_close_code(pair) == ErrorCode.H3_STREAM_CREATION_ERROR
+
+
+def test_closing_the_control_stream_is_closed_critical_stream() -> None:
+    pair = Pair()
+    control = pair.h3._local_control_stream_id
+    assert control is not None
+    pair.client.send_stream_data(control, b"", end_stream=True)
+    pair.exchange()
+    assert client_close_code(pair) == ErrorCode.H3_CLOSED_CRITICAL_STREAM
+
+
+def test_many_uni_streams_of_unknown_types_hold_no_state() -> None:
+    pair = Pair()
+    server = pair.server
+    assert server is not None and server._h3 is not None
+    h3, quic = server._h3, server._quic
+    before = (len(h3._stream), len(server._control._types), len(quic._streams))
+    # 0x21 + 0x1f * N are reserved types (RFC 9114 section 6.2.3); 0x54 is unknown.
+    for i in range(600):
+        stream_type = 0x21 + 0x1F * i if i % 2 else 0x54
+        open_uni(pair, encode_uint_var(stream_type) + b"x" * 100, end=i % 3 == 0)
+    # The connection is up, and a request is still answered.
+    sid = open_request(pair, GET)
+    assert any(isinstance(e, RequestReceived) and e.stream_id == sid for e in pair.take())
+    assert not any(isinstance(e, ConnectionTerminated) for e in pair.quic_events)
+    after = (len(h3._stream), len(server._control._types), len(quic._streams))
+    assert all(a <= b + 2 for a, b in zip(after, before, strict=True)), (before, after)
+
+
+def test_qpack_encoder_stream_over_the_table_capacity_is_encoder_stream_error() -> None:
+    pair = Pair()
+    encoder = pair.h3._local_encoder_stream_id
+    assert encoder is not None
+    # Set Dynamic Table Capacity (001xxxxx) far beyond the 4096 the server allows.
+    pair.client.send_stream_data(encoder, b"\x3f" + encode_prefix_int(1 << 20, 5))
+    pair.exchange()
+    assert client_close_code(pair) == ErrorCode.QPACK_ENCODER_STREAM_ERROR
+
+
+def test_qpack_insert_referencing_a_bad_entry_is_encoder_stream_error() -> None:
+    pair = Pair()
+    encoder = pair.h3._local_encoder_stream_id
+    assert encoder is not None
+    # Insert With Name Reference (1Txxxxxx), dynamic (T=0), to an entry that
+    # does not exist, with a 1-byte value.
+    pair.client.send_stream_data(encoder, b"\x3f\xe1\x1f" + b"\x85" + b"\x05" + b"x" * 5)
+    pair.exchange()
+    assert client_close_code(pair) == ErrorCode.QPACK_ENCODER_STREAM_ERROR
+
+
+def test_qpack_inserts_beyond_the_capacity_evict_and_hold_bounded_memory() -> None:
+    pair = Pair()
+    encoder = pair.h3._local_encoder_stream_id
+    assert encoder is not None
+    # Capacity 4096, then 1000 inserts of a 200-byte literal: the table evicts.
+    pair.client.send_stream_data(encoder, b"\x3f\xe1\x1f")
+    for i in range(1000):
+        name = b"x-%04d" % i
+        value = b"v" * 200
+        pair.client.send_stream_data(
+            encoder,
+            bytes([0x40 | len(name)])
+            + name
+            + b"\x7f"
+            + encode_prefix_int(len(value), 7)[1:]
+            + value,
+        )
+    pair.exchange()
+    sid = open_request(pair, GET)
+    assert any(isinstance(e, RequestReceived) and e.stream_id == sid for e in pair.take())
+    assert not any(isinstance(e, ConnectionTerminated) for e in pair.quic_events)
+
+
+def test_a_priority_update_flood_closes_with_excessive_load() -> None:
+    pair = Pair(Limits(max_control_frames_per_s=50))
+    control = pair.h3._local_control_stream_id
+    assert control is not None
+    for i in range(200):
+        payload = encode_uint_var(4 * i) + b"u=1"
+        pair.client.send_stream_data(control, encode_frame(PRIORITY_UPDATE_REQUEST, payload))
+    pair.exchange()
+    assert client_close_code(pair) == ErrorCode.H3_EXCESSIVE_LOAD
+
+
+def test_early_priority_updates_are_capped_at_the_stream_limit() -> None:
+    pair = Pair(Limits(max_concurrent_streams=8, max_control_frames_per_s=10_000))
+    for i in range(100):
+        priority_update(pair, 4 * i, b"u=1")
+    assert pair.server is not None
+    assert len(pair.server._early_priorities) <= 8
+    sid = open_request(pair, GET)
+    assert any(isinstance(e, RequestReceived) and e.stream_id == sid for e in pair.take())

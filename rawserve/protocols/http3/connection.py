@@ -43,6 +43,7 @@ from rawserve.core.events import (
 )
 from rawserve.core.priority import DEFAULT_PRIORITY, Priority, parse_priority_field
 from rawserve.protocols.http3.h3 import (
+    KNOWN_UNI_TYPES,
     PRIORITY_UPDATE_PUSH,
     PRIORITY_UPDATE_REQUEST,
     ControlReader,
@@ -149,6 +150,10 @@ class H3Connection:
         # Bytes of request streams whose head has not been decoded yet
         # (bounded by QUIC's stream limit).
         self._head_bytes: dict[int, int] = {}
+        # Unidirectional streams of unknown or reserved types we stopped
+        # reading (bounded by QUIC's unidirectional stream limit: each stays
+        # open in QUIC until the client ends or resets it).
+        self._stopped_uni: set[int] = set()
         self._last_heard = 0.0
         # Server push: push stream -> (push id, path), promises made, the paths
         # a client refused (CANCEL_PUSH, STOP_SENDING): never again here.
@@ -254,9 +259,15 @@ class H3Connection:
         if stream_is_unidirectional(sid):
             # Control and QPACK streams are consumed as they arrive.
             self._quic.credit(sid, len(ev.data))
+            if sid in self._stopped_uni:
+                if ev.end_stream:
+                    self._stopped_uni.discard(sid)
+                return
             for frame_type, payload in self._control.feed(sid, ev.data):
                 self._on_control_frame(frame_type, payload, now, out)
             self._translate(h3.handle_event(ev), now, out)
+            if h3.stream_type(sid) not in KNOWN_UNI_TYPES:
+                self._drop_uni(sid, ev.end_stream)
             return
         stream = self._streams.get(sid)
         if stream is not None:
@@ -277,6 +288,19 @@ class H3Connection:
             self._settle(sid, stream)
         elif sid <= self._highest_request:
             self._head_bytes.pop(sid, None)  # refused or rejected: released
+
+    def _drop_uni(self, sid: int, ended: bool) -> None:
+        """Forget a unidirectional stream of a type we do not use (RFC 9114
+        section 6.2.3): stop reading it unless it has ended, so a client
+        opening many of them holds no state here."""
+        assert self._h3 is not None
+        if self._h3.stream_type(sid) is None and not ended:
+            return  # its type has not arrived yet
+        self._h3.forget(sid)
+        self._control.forget(sid)
+        if not ended:
+            self._stopped_uni.add(sid)
+            self._quic.stop_stream(sid, ErrorCode.H3_STREAM_CREATION_ERROR)
 
     def _settle(self, sid: int, stream: Stream) -> None:
         """Give back the credit of framing bytes (frame headers, HEADERS
@@ -410,6 +434,12 @@ class H3Connection:
         refused = self._pushed.get(sid)
         if refused is not None:
             self._refused_pushes.add(refused[1])
+        if type(ev) is qe.StreamReset and stream_is_unidirectional(sid):
+            self._stopped_uni.discard(sid)
+            self._control.forget(sid)
+            if self._h3 is not None:
+                self._h3.forget(sid)
+            return
         if type(ev) is qe.StreamReset:
             if stream is None:
                 self._head_bytes.pop(sid, None)

@@ -29,6 +29,11 @@ from aioquic.h3.connection import (
 )
 from aioquic.h3.events import H3Event
 
+# The unidirectional stream types a server reads (RFC 9114 section 6.2, RFC
+# 9204 section 4.2); any other is dropped as it arrives.
+KNOWN_UNI_TYPES = frozenset(
+    (StreamType.CONTROL, StreamType.QPACK_ENCODER, StreamType.QPACK_DECODER)
+)
 PRIORITY_UPDATE_REQUEST = 0xF0700  # RFC 9218 section 7.2
 PRIORITY_UPDATE_PUSH = 0xF0701
 # A priority field value is a few bytes ("u=1, i"); anything much longer is
@@ -101,6 +106,11 @@ class ServerH3(H3Connection):
         stream = self._stream.get(stream_id)
         return len(stream.buffer) if stream is not None else 0
 
+    def stream_type(self, stream_id: int) -> int | None:
+        """The type of a peer's unidirectional stream, once it has arrived."""
+        stream = self._stream.get(stream_id)
+        return stream.stream_type if stream is not None else None
+
     def forget(self, stream_id: int) -> None:
         """Drop aioquic's record of a request stream we are done with."""
         self._stream.pop(stream_id, None)
@@ -119,6 +129,10 @@ class ControlReader:
         self._buffer = b""
         self._frame_type: int | None = None
         self._frame_size = 0
+
+    def forget(self, stream_id: int) -> None:
+        if stream_id != self._control:
+            self._types.pop(stream_id, None)
 
     def feed(self, stream_id: int, data: bytes) -> list[tuple[int, bytes]]:
         """(frame type, payload) for each complete frame of interest."""
