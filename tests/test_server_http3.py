@@ -647,3 +647,105 @@ def test_batch_results_are_pushed_over_http3_and_equal_the_gets() -> None:
         for path in paths:
             got = httpx.get(s.http_url + path)
             assert pushed[path].status == 200 and json.loads(pushed[path].body) == got.json()
+
+
+# -- abuse on one connection, another client served meanwhile (issue 15) --------
+
+
+def _flood_streams(c: H3Client) -> None:
+    # More request streams than the server's MAX_STREAMS allows.
+    c._quic._remote_max_streams_bidi = 10_000
+    for _ in range(150):
+        c.start("POST", "/ignore", body=b"x", end=False)
+
+
+def _flood_priority_updates(c: H3Client) -> None:
+    control = c.h3._local_control_stream_id
+    assert control is not None
+    frame = encode_frame(PRIORITY_UPDATE_REQUEST, encode_uint_var(400) + b"u=1")
+    c._quic.send_stream_data(control, frame * 5000)
+    c.transmit()
+
+
+def _bad_qpack_capacity(c: H3Client) -> None:
+    encoder = c.h3._local_encoder_stream_id
+    assert encoder is not None
+    # Set Dynamic Table Capacity to 2**20, beyond the 4096 the server allows.
+    c._quic.send_stream_data(encoder, b"\x3f\xe1\xff\x3f")
+    c.transmit()
+
+
+def _second_control_stream(c: H3Client) -> None:
+    sid = c._quic.get_next_available_stream_id(is_unidirectional=True)
+    c._quic.send_stream_data(sid, encode_uint_var(0))
+    c.transmit()
+
+
+@pytest.mark.parametrize(
+    ("abuse", "code"),
+    [
+        (_flood_streams, 0x4),  # QUIC STREAM_LIMIT_ERROR
+        (_flood_priority_updates, ErrorCode.H3_EXCESSIVE_LOAD),
+        (_bad_qpack_capacity, ErrorCode.QPACK_ENCODER_STREAM_ERROR),
+        (_second_control_stream, ErrorCode.H3_STREAM_CREATION_ERROR),
+    ],
+)
+def test_abuse_closes_its_connection_with_the_protocol_error_and_others_are_served(
+    abuse: Callable[[H3Client], None], code: int
+) -> None:
+    with run_server(make_app(), quic_port=None) as s:
+
+        async def main() -> tuple[int | None, list[int], int]:
+            port = s.server.quic_port or 0
+            async with h3_connect(port) as other, h3_connect(port) as abuser:
+                abuse(abuser)
+                statuses = [(await other.request("GET", "/")).status for _ in range(5)]
+                await asyncio.wait_for(abuser.terminated.wait(), 30)
+                statuses.append((await other.request("GET", "/")).status)
+                for _ in range(2000):  # the abuser's connection is dropped
+                    if len(s.call(lambda: quic_connections(s))) == 1:
+                        break
+                    await asyncio.sleep(0.005)
+                return abuser.close_code, statuses, len(s.call(lambda: quic_connections(s)))
+
+        close_code, statuses, open_connections = asyncio.run(main())
+        assert close_code == code
+        assert statuses == [200] * 6
+        assert open_connections == 1  # only the other client's
+
+
+def test_unknown_uni_streams_hold_nothing_and_others_are_served() -> None:
+    with run_server(make_app(), quic_port=None) as s:
+
+        async def main() -> tuple[list[int], tuple[int, int], bool]:
+            port = s.server.quic_port or 0
+            async with h3_connect(port) as other, h3_connect(port) as abuser:
+                statuses = []
+                for round_ in range(5):
+                    for i in range(100):
+                        sid = abuser._quic.get_next_available_stream_id(is_unidirectional=True)
+                        kind = 0x21 + 0x1F * (round_ * 100 + i)  # reserved types
+                        abuser._quic.send_stream_data(
+                            sid, encode_uint_var(kind) + b"x" * 1000, end_stream=i % 2 == 0
+                        )
+                    abuser.transmit()
+                    statuses.append((await other.request("GET", "/")).status)
+                # The abuser's connection still works too.
+                statuses.append((await abuser.request("GET", "/")).status)
+
+                def held() -> tuple[int, int]:
+                    adapters = [c.adapter for c in quic_connections(s)]
+                    return (
+                        max(len(a._h3._stream) for a in adapters if a._h3 is not None),
+                        max(len(a._stopped_uni) for a in adapters),
+                    )
+
+                return statuses, s.call(held), abuser.terminated.is_set()
+
+        statuses, (h3_streams, stopped), terminated = asyncio.run(main())
+        assert statuses == [200] * 6
+        assert not terminated
+        # aioquic's stream records: control, QPACK streams and the odd request
+        # not yet forgotten; the stopped set stays within QUIC's uni limit (128).
+        assert h3_streams <= 16
+        assert stopped <= 128
