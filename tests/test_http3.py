@@ -640,3 +640,67 @@ def test_early_priority_updates_are_capped_at_the_stream_limit() -> None:
     assert len(pair.server._early_priorities) <= 8
     sid = open_request(pair, GET)
     assert any(isinstance(e, RequestReceived) and e.stream_id == sid for e in pair.take())
+
+
+def send_blocked_headers(pair: Pair) -> int:
+    """A HEADERS frame whose field section needs a dynamic table entry the
+    client never inserts: QPACK blocks the stream (RFC 9204 section 2.1.2)."""
+    sid = pair.client.get_next_available_stream_id()
+    # Required Insert Count 1 (encoded 2), Base 0, indexed post-base entry 0.
+    block = b"\x02\x00\x10"
+    pair.client.send_stream_data(sid, encode_frame(FrameType.HEADERS, block))
+    return sid
+
+
+def test_more_blocked_streams_than_qpack_allows_is_decompression_failed() -> None:
+    pair = Pair()
+    for _ in range(16):  # the server's SETTINGS_QPACK_BLOCKED_STREAMS
+        send_blocked_headers(pair)
+    pair.exchange()
+    assert pair.take() == []
+    assert pair.server is not None and not pair.server.terminated
+    send_blocked_headers(pair)
+    pair.exchange()
+    assert client_close_code(pair) == ErrorCode.QPACK_DECOMPRESSION_FAILED
+
+
+def test_a_blocked_stream_holds_at_most_its_stream_window() -> None:
+    window = 16 * 1024
+    pair = Pair(Limits(initial_window_bytes=window))
+    sid = send_blocked_headers(pair)
+    for _ in range(10):
+        pair.client.send_stream_data(sid, encode_frame(FrameType.DATA, b"x" * 4000))
+    pair.exchange()
+    assert pair.server is not None and pair.server._h3 is not None
+    assert 0 < pair.server._h3.buffered_bytes(sid) <= window
+
+
+def test_a_qpack_decoder_stream_acknowledging_unsent_inserts_is_decoder_stream_error() -> None:
+    pair = Pair()
+    decoder = pair.h3._local_decoder_stream_id
+    assert decoder is not None
+    # Insert Count Increment (00xxxxxx) of 50: the server inserted nothing.
+    pair.client.send_stream_data(decoder, bytes([50]))
+    pair.exchange()
+    assert client_close_code(pair) == ErrorCode.QPACK_DECODER_STREAM_ERROR
+
+
+def test_a_huge_unknown_frame_on_the_control_stream_is_not_buffered() -> None:
+    pair = Pair()
+    control = pair.h3._local_control_stream_id
+    assert control is not None and pair.server is not None
+    server = pair.server
+    assert server._h3 is not None
+    size = 4 * 1024 * 1024
+    pair.client.send_stream_data(control, encode_uint_var(0x21) + encode_uint_var(size))
+    held = []
+    for _ in range(size // 65536):
+        pair.client.send_stream_data(control, b"z" * 65536)
+        pair.exchange()
+        peer_control = server._h3._stream[control]
+        held.append(len(peer_control.buffer) + len(server._control._buffer))
+    # A PRIORITY_UPDATE after it is still read.
+    sid = open_request(pair, GET)
+    priority_update(pair, sid, b"u=0")
+    assert any(isinstance(e, PriorityChanged) for e in pair.take())
+    assert max(held) <= 65536
