@@ -749,3 +749,46 @@ def test_unknown_uni_streams_hold_nothing_and_others_are_served() -> None:
         # not yet forgotten; the stopped set stays within QUIC's uni limit (128).
         assert h3_streams <= 16
         assert stopped <= 128
+
+
+def test_a_client_that_never_reads_many_streams_is_bounded_and_others_are_served() -> None:
+    with run_server(make_app(), quic_port=None) as s:
+        limits = s.server.config.limits
+
+        async def main() -> tuple[list[int], int, int, int]:
+            port = s.server.quic_port or 0
+            async with h3_connect(port) as other, h3_connect(port) as deaf:
+                deaf.deaf = True
+                sids = [deaf.start("GET", f"/stream?n=2000&size={CHUNK}") for _ in range(16)]
+
+                def waiting() -> int:
+                    return sum(len(c._write_waiters) for c in quic_connections(s))
+
+                for _ in range(2000):
+                    if s.call(waiting) == len(sids):
+                        break
+                    await asyncio.sleep(0.005)
+                else:
+                    raise AssertionError("the handlers never waited to write")
+                statuses = [(await other.request("GET", "/")).status for _ in range(5)]
+                big = await other.request("GET", f"/stream?n=64&size={CHUNK}")
+                statuses.append(big.status if len(big.body) == 64 * CHUNK else 0)
+
+                def measure() -> tuple[int, int]:
+                    conn = next(c for c in quic_connections(s) if c._write_waiters)
+                    adapter = conn.adapter
+                    in_quic = 0
+                    for sid in sids:
+                        qs = adapter._quic._streams[sid]
+                        in_quic += qs.sender._buffer_stop - qs.sender._buffer_start
+                    return sum(adapter.buffered(sid) for sid in sids), in_quic
+
+                queued, in_quic = s.call(measure)
+                return statuses, queued, in_quic, len(sids)
+
+        statuses, queued, in_quic, n = asyncio.run(main())
+        assert statuses == [200] * 6
+        assert queued <= n * (limits.write_buffer_bytes + CHUNK)
+        # QUIC holds no more than the deaf client's connection window (aioquic's
+        # default MAX_DATA, 1 MiB, never raised since it reads nothing).
+        assert in_quic <= client_configuration().max_data
