@@ -26,7 +26,7 @@ import orjson
 from rawserve.inference.app import predict
 from rawserve.inference.app.application import InferenceApp
 from rawserve.inference.app.errors import detail_error
-from rawserve.inference.app.submit import deadline_s, infer_cached, prepare
+from rawserve.inference.app.submit import Answer, Encoder, deadline_s, infer_cached, prepare
 from rawserve.inference.cache import CachedResult, result_path
 from rawserve.requests import Request
 from rawserve.responses import Response, StreamingResponse
@@ -70,6 +70,40 @@ async def lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes | None]:
         yield bytes(buf)
 
 
+def _prepare_row(app: InferenceApp, name: str, rows: Any) -> tuple[dict[str, Any], str]:
+    """One row for the default model, validated and keyed as /predict keys it."""
+    model = app.engine.model(name)
+    return prepare(
+        app,
+        name,
+        {model.inputs[0].name: rows.reshape(1, -1)},
+        representation=predict.representation(False),
+        outputs=None,
+    )
+
+
+async def _infer_row(
+    app: InferenceApp,
+    request: Request,
+    name: str,
+    arrays: dict[str, Any],
+    key: str,
+    encode: Encoder,
+    timeout_s: float | None,
+) -> Answer:
+    return await infer_cached(
+        app,
+        request,
+        name,
+        arrays,
+        key,
+        encode=encode,
+        urgency=None,
+        timeout_s=timeout_s,
+        outputs=None,
+    )
+
+
 def _error_line(index: int, message: str) -> dict[str, Any]:
     return {"index": index, "error": message}
 
@@ -95,24 +129,8 @@ async def predict_stream(request: Request, ordered: bool = True) -> Response:
                 rows = rows.reshape(1, -1)
             if rows.shape[0] != 1:
                 return _error_line(index, 'each line carries one row: {"inputs": [...]}')
-            arrays, key = prepare(
-                app,
-                name,
-                {model.inputs[0].name: rows},
-                representation=predict.representation(False),
-                outputs=None,
-            )
-            got = await infer_cached(
-                app,
-                request,
-                name,
-                arrays,
-                key,
-                encode=encode,
-                urgency=None,
-                timeout_s=timeout_s,
-                outputs=None,
-            )
+            arrays, key = _prepare_row(app, name, rows)
+            got = await _infer_row(app, request, name, arrays, key, encode, timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -226,13 +244,7 @@ async def predict_batch(request: Request) -> Response:
             rows = predict._json_rows(orjson.dumps({"inputs": item}), limit)
             if rows.ndim != 1 and rows.shape[0] != 1:
                 raise ValueError("each item is one row of numbers")
-            arrays, key = prepare(
-                app,
-                name,
-                {model.inputs[0].name: rows.reshape(1, -1)},
-                representation=predict.representation(False),
-                outputs=None,
-            )
+            arrays, key = _prepare_row(app, name, rows)
         except Exception as exc:
             return detail_error(f"items[{i}]: {_message(exc)}", 422)
         prepared.append((arrays, key))
@@ -243,17 +255,7 @@ async def predict_batch(request: Request) -> Response:
         paths.append(result_path(key))
 
         async def compute(arrays: dict[str, Any] = arrays, key: str = key) -> CachedResult:
-            got = await infer_cached(
-                app,
-                request,
-                name,
-                arrays,
-                key,
-                encode=encode,
-                urgency=None,
-                timeout_s=timeout_s,
-                outputs=None,
-            )
+            got = await _infer_row(app, request, name, arrays, key, encode, timeout_s)
             return got.value
 
         tasks.append(app.spawn(compute()))
