@@ -148,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="time in-flight requests get to finish on shutdown (%(default)s)",
     )
     parser.add_argument("--loop", choices=LOOPS, default=defaults.loop, help="(%(default)s)")
+    parser.add_argument(
+        "--workers",
+        type=_number(int, "--workers", (0, 1024)),
+        default=defaults.workers,
+        metavar="N",
+        help="server processes sharing the ports, each with its own loop and models; "
+        "0: one per core (%(default)s)",
+    )
     inf = defaults.inference
     engine = parser.add_argument_group("inference (the built-in app)")
     engine.add_argument(
@@ -158,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="serve the ONNX model at PATH as NAME (repeatable); default: the bundled "
         "'digits' classifier",
+    )
+    engine.add_argument(
+        "--model-dir",
+        default=None,
+        metavar="DIR",
+        help="serve every ONNX model in DIR (a model repository as KServe mounts it "
+        "at /mnt/models)",
     )
     engine.add_argument(
         "--model-workers",
@@ -289,6 +304,7 @@ def build_config(namespace: argparse.Namespace) -> Config:
         "access_log": ns["access_log"],
         "graceful_timeout_s": ns["graceful_timeout"],
         "loop": ns["loop"],
+        "workers": ns["workers"],
     }
     for f in fields(Limits):
         value = ns[f"limit_{f.name}"]
@@ -296,6 +312,7 @@ def build_config(namespace: argparse.Namespace) -> Config:
             options[f"limit_{f.name}"] = value
     options.update(
         models=tuple(ns["models"] or ()),
+        model_dir=ns["model_dir"],
         model_workers=ns["model_workers"],
         intra_op_threads=ns["intra_op_threads"],
         allow_spinning=ns["allow_spinning"],
@@ -323,6 +340,14 @@ def build_config(namespace: argparse.Namespace) -> Config:
             raise ConfigError(f"--model {entry!r}: expected NAME=PATH")
         if not Path(path).is_file():
             raise ConfigError(f"--model {entry!r}: no such file {path!r}")
+    if options["model_dir"] is not None and not Path(options["model_dir"]).is_dir():
+        raise ConfigError(f"--model-dir {options['model_dir']!r}: no such directory")
+    # PENDING(issue 17): until the supervisor and the model repository land,
+    # say so rather than accept flags that do nothing.
+    if options["workers"] != 1:
+        raise ConfigError("--workers: only 1 is supported so far (issue 17)")
+    if options["model_dir"] is not None:
+        raise ConfigError("--model-dir: not supported yet (issue 17)")
     if not options["host"]:
         raise ConfigError("--host must not be empty")
     return Config().with_options(**options)

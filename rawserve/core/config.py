@@ -77,6 +77,9 @@ class InferenceSettings:
 
     # "NAME=PATH" entries; empty: the bundled digits model.
     models: tuple[str, ...] = ()
+    # A model repository (KServe's /mnt/models): every ONNX model in it, named
+    # by its file or directory (inference/app/application.py); None: none.
+    model_dir: str | None = None
     # Worker threads per model, each running one batch at a time.
     model_workers: int = 1
     # ONNX Runtime threads inside one run (0: one per core).
@@ -126,6 +129,9 @@ class Config:
     graceful_timeout_s: float = 10 * SECONDS
     loop: str = "auto"  # auto | asyncio | uvloop
     server_header: str = "rawserve"
+    # Server processes sharing the listeners (serving/workers.py); 1: this
+    # process serves; 0: one per core.
+    workers: int = 1
     limits: Limits = field(default_factory=Limits)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
 
