@@ -9,14 +9,12 @@ the least work: look up, bind, call, serialize.
 
 from __future__ import annotations
 
-import collections.abc
-import dataclasses
 import enum
 import inspect
 import json
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Generic, TypeVar, get_args, get_origin
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -33,14 +31,13 @@ from rawserve.exceptions import (
     FastAPIError,
     HTTPException,
     RequestValidationError,
-    ResponseValidationError,
 )
 from rawserve.params import DependsParam
 from rawserve.responses import JSONResponse, Response, StreamingResponse
+from rawserve.serialization import ResponseModel, json_lines, json_lines_async, stream_item_type
 from rawserve.validation.annotations import lenient_issubclass, strip_annotated
 from rawserve.validation.builder import needs_pydantic, type_hints
-from rawserve.validation.errors import prefix_errors
-from rawserve.validation.pydantic_bridge import is_pydantic_model, pydantic_errors, pydantic_module
+from rawserve.validation.pydantic_bridge import is_pydantic_model, pydantic_module
 
 __all__ = [
     "APIRoute",
@@ -147,84 +144,6 @@ def _to_priority(value: int | Priority | None) -> Priority | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return Priority(urgency=value)
     raise TypeError(f"priority must be an urgency 0..7 or a Priority, not {value!r}")
-
-
-def _prepare_response_content(
-    res: Any, *, exclude_unset: bool, exclude_defaults: bool, exclude_none: bool
-) -> Any:
-    """FastAPI dumps models before validating them against the response model,
-    so that a subclass's extra fields are dropped and ``exclude_unset`` holds."""
-    if is_pydantic_model(type(res)):
-        return res.model_dump(
-            by_alias=True,
-            exclude_unset=exclude_unset,
-            exclude_defaults=exclude_defaults,
-            exclude_none=exclude_none,
-        )
-    if isinstance(res, list):
-        return [
-            _prepare_response_content(
-                x,
-                exclude_unset=exclude_unset,
-                exclude_defaults=exclude_defaults,
-                exclude_none=exclude_none,
-            )
-            for x in res
-        ]
-    if isinstance(res, dict):
-        return {
-            k: _prepare_response_content(
-                v,
-                exclude_unset=exclude_unset,
-                exclude_defaults=exclude_defaults,
-                exclude_none=exclude_none,
-            )
-            for k, v in res.items()
-        }
-    if dataclasses.is_dataclass(res) and not isinstance(res, type):
-        return dataclasses.asdict(res)
-    return res
-
-
-class _ResponseModel:
-    """Validates and serializes a handler's return value through pydantic."""
-
-    __slots__ = ("adapter", "dump_args", "exact_type", "flags", "validation_error")
-
-    def __init__(self, model: Any, route_kwargs: dict[str, Any]) -> None:
-        pyd = pydantic_module()
-        self.adapter = pyd.TypeAdapter(model)
-        self.validation_error = pyd.ValidationError
-        self.flags = {
-            "exclude_unset": route_kwargs.get("response_model_exclude_unset", False),
-            "exclude_defaults": route_kwargs.get("response_model_exclude_defaults", False),
-            "exclude_none": route_kwargs.get("response_model_exclude_none", False),
-        }
-        self.dump_args = dict(
-            self.flags,
-            include=route_kwargs.get("response_model_include"),
-            exclude=route_kwargs.get("response_model_exclude"),
-            by_alias=route_kwargs.get("response_model_by_alias", True),
-        )
-        # A value of exactly the model's class is already valid: skip the
-        # dump-and-revalidate round trip in the common case.
-        self.exact_type = model if is_pydantic_model(model) else None
-
-    def validate(self, content: Any) -> Any:
-        if self.exact_type is not None and type(content) is self.exact_type:
-            return content
-        prepared = _prepare_response_content(content, **self.flags)
-        try:
-            return self.adapter.validate_python(prepared, from_attributes=True)
-        except self.validation_error as exc:
-            errors = prefix_errors(pydantic_errors(exc), ("response",))
-            raise ResponseValidationError(errors, body=content) from None
-
-    def json(self, content: Any) -> bytes:
-        return bytes(self.adapter.dump_json(self.validate(content), **self.dump_args))
-
-    def python(self, content: Any) -> Any:
-        return self.adapter.dump_python(self.validate(content), mode="json", **self.dump_args)
 
 
 class _AfterResponse:
@@ -343,7 +262,7 @@ class APIRoute:
         dep.dependencies[:0] = extra
         return dep
 
-    def _response_model(self, arg: Any, extra: dict[str, Any]) -> _ResponseModel | None:
+    def _response_model(self, arg: Any, extra: dict[str, Any]) -> ResponseModel | None:
         explicit = not isinstance(arg, DefaultPlaceholder)
         model = arg if explicit else None
         if not explicit and not self.raw:
@@ -360,7 +279,7 @@ class APIRoute:
         if not body_allowed(self.status_code):
             raise ValueError(f"status code {self.status_code} must not have a response body")
         try:
-            return _ResponseModel(model, extra)
+            return ResponseModel(model, extra)
         except Exception as exc:
             raise FastAPIError(
                 f"Invalid args for response field! Hint: check that {model} is a valid "
@@ -526,7 +445,7 @@ class APIRoute:
         else:
             rm = self.response_model
             encode = rm.json if rm is not None else dumps
-            lines = _json_lines_async if inspect.isasyncgen(content) else _json_lines
+            lines = json_lines_async if inspect.isasyncgen(content) else json_lines
             response = StreamingResponse(
                 lines(content, encode),
                 status_code=status,
@@ -540,43 +459,6 @@ class APIRoute:
     def __repr__(self) -> str:
         methods = ", ".join(sorted(self.methods))
         return f"{type(self).__name__}(path={self.path!r}, name={self.name!r}, methods=[{methods}])"
-
-
-_STREAM_ORIGINS = frozenset(
-    {
-        collections.abc.AsyncIterable,
-        collections.abc.AsyncIterator,
-        collections.abc.AsyncGenerator,
-        collections.abc.Iterable,
-        collections.abc.Iterator,
-        collections.abc.Generator,
-    }
-)
-
-
-def stream_item_type(annotation: Any) -> Any:
-    """``Item`` from ``AsyncIterable[Item]`` (or any iterator/generator
-    spelling); None when the annotation does not say."""
-    if get_origin(annotation) in _STREAM_ORIGINS:
-        args = get_args(annotation)
-        return args[0] if args else None
-    return None
-
-
-def _json_lines(items: Any, encode: Callable[[Any], bytes]) -> Iterator[bytes]:
-    try:
-        for item in items:
-            yield encode(item) + b"\n"
-    finally:
-        items.close()
-
-
-async def _json_lines_async(items: Any, encode: Callable[[Any], bytes]) -> AsyncIterator[bytes]:
-    try:
-        async for item in items:
-            yield encode(item) + b"\n"
-    finally:
-        await items.aclose()
 
 
 async def _unwind(ctx: SolveContext, exc: BaseException) -> None:

@@ -17,7 +17,8 @@ from rawserve.dependencies.models import Dependant, Field
 from rawserve.openapi.schemas import REF_PREFIX, Spec, make_schemas
 from rawserve.params import BodyParam, FormParam
 from rawserve.responses import JSONResponse, Response
-from rawserve.routing import APIRoute, DefaultPlaceholder, body_allowed, stream_item_type
+from rawserve.routing import APIRoute, DefaultPlaceholder, body_allowed
+from rawserve.serialization import stream_item_type
 from rawserve.validation.annotations import lenient_issubclass
 from rawserve.validation.builder import type_hints
 
