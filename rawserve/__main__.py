@@ -170,9 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument(
         "--model-dir",
         default=None,
-        metavar="DIR",
+        metavar="[NAME=]DIR",
         help="serve every ONNX model in DIR (a model repository as KServe mounts it "
-        "at /mnt/models)",
+        "at /mnt/models: model.onnx, NAME.onnx, NAME/model.onnx, NAME/VERSION/model.onnx); "
+        "NAME names the one model file at the top (default: its stem, and DIR's name "
+        "for model.onnx); see docs/DEPLOY.md",
     )
     engine.add_argument(
         "--model-workers",
@@ -340,14 +342,17 @@ def build_config(namespace: argparse.Namespace) -> Config:
             raise ConfigError(f"--model {entry!r}: expected NAME=PATH")
         if not Path(path).is_file():
             raise ConfigError(f"--model {entry!r}: no such file {path!r}")
-    if options["model_dir"] is not None and not Path(options["model_dir"]).is_dir():
-        raise ConfigError(f"--model-dir {options['model_dir']!r}: no such directory")
+    if options["model_dir"] is not None:
+        # NAME=DIR, unless the whole text is a directory; the models in it are
+        # found at startup (inference/model.py, model_repository).
+        text = options["model_dir"]
+        name, _, directory = text.partition("=")
+        if not Path(text).is_dir() and not (name and directory and Path(directory).is_dir()):
+            raise ConfigError(f"--model-dir {text!r}: no such directory")
     # PENDING(issue 17): until the supervisor and the model repository land,
     # say so rather than accept flags that do nothing.
     if options["workers"] != 1:
         raise ConfigError("--workers: only 1 is supported so far (issue 17)")
-    if options["model_dir"] is not None:
-        raise ConfigError("--model-dir: not supported yet (issue 17)")
     if not options["host"]:
         raise ConfigError("--host must not be empty")
     return Config().with_options(**options)

@@ -126,6 +126,112 @@ class ModelSpec:
         return cls(name, path)
 
 
+# Entries of a model repository that are not models: Kubernetes mounts (a
+# PersistentVolume's lost+found, a Secret's ..data links) and dotfiles.
+_NOT_MODELS = frozenset({"lost+found"})
+_ONNX = ".onnx"
+_LAYOUTS = "model.onnx, NAME.onnx, NAME/model.onnx or NAME/VERSION/model.onnx"
+
+
+def model_repository(text: str) -> list[ModelSpec]:
+    """The models of ``--model-dir [NAME=]DIR``, in the layouts KServe mounts at
+    /mnt/models and Triton reads, sorted by name:
+
+    - ``DIR/*.onnx``: each named by its stem (``model.onnx`` after DIR
+      itself); with NAME (a ServingRuntime passes the InferenceService's
+      name), the top may hold one file only, served as NAME;
+    - ``DIR/NAME/*.onnx``: one ONNX file (``model.onnx`` if there are
+      several), named after its directory;
+    - ``DIR/NAME/VERSION/model.onnx`` (Triton): the highest numeric VERSION,
+      served as that version.
+
+    Labels are found as for ``--model`` (ONNX metadata, else
+    ``<stem>.labels.json`` beside the file). Any other file at the top of DIR
+    is refused, so a misplaced model is not silently left out; inside a
+    model's own directory other files (Triton's config.pbtxt, external
+    weights) are left to the model. Errors are one-line ConfigErrors.
+    """
+    root = Path(text)
+    name: str | None = None
+    if not root.is_dir():
+        name, sep, rest = text.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--model-dir {text!r}: no such directory")
+        root = Path(rest)
+        if not root.is_dir():
+            raise ConfigError(f"--model-dir {text!r}: no such directory {rest!r}")
+    where = f"--model-dir {str(root)!r}"
+    files: list[Path] = []
+    dirs: list[Path] = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name in _NOT_MODELS:
+            continue
+        if entry.is_dir():
+            dirs.append(entry)
+        elif entry.suffix == _ONNX:
+            files.append(entry)
+        elif not entry.name.endswith(".labels.json"):
+            raise ConfigError(
+                f"{where}: {entry.name!r} is not an ONNX model (expected {_LAYOUTS}, "
+                "labels in <stem>.labels.json)"
+            )
+    if name is not None and len(files) > 1:
+        raise ConfigError(
+            f"{where}: {name}= names the one model at the top, but there are {len(files)}: "
+            + ", ".join(f.name for f in files)
+        )
+    specs: list[ModelSpec] = []
+    for path in files:
+        if name is not None:
+            specs.append(ModelSpec(name, path))
+        elif path.name == "model" + _ONNX:
+            specs.append(ModelSpec(root.resolve().name or "model", path))
+        else:
+            specs.append(ModelSpec(path.stem, path))
+    specs.extend(_model_directory(root, d) for d in dirs)
+    if not specs:
+        raise ConfigError(f"{where} holds no ONNX model (expected {_LAYOUTS})")
+    specs.sort(key=lambda s: s.name)
+    return specs
+
+
+def _model_directory(root: Path, directory: Path) -> ModelSpec:
+    """``NAME/*.onnx`` or Triton's ``NAME/VERSION/model.onnx``."""
+    where = f"--model-dir {str(root)!r}"
+    versions = [
+        d for d in directory.iterdir() if d.is_dir() and d.name.isascii() and d.name.isdigit()
+    ]
+    loose = [f for f in directory.glob("*" + _ONNX) if f.is_file()]
+    if versions and loose:
+        raise ConfigError(
+            f"{where}: {directory.name}/ holds both version directories and "
+            f"{loose[0].name}; keep one layout"
+        )
+    if versions:
+        # Triton serves the highest version by default; so does rawserve, and
+        # says which one in the V2 metadata and /versions/{v} paths.
+        latest = max(versions, key=lambda d: int(d.name))
+        return ModelSpec(directory.name, _one_onnx(root, latest), str(int(latest.name)))
+    return ModelSpec(directory.name, _one_onnx(root, directory))
+
+
+def _one_onnx(root: Path, directory: Path) -> Path:
+    found = sorted(f for f in directory.glob("*" + _ONNX) if f.is_file())
+    preferred = directory / ("model" + _ONNX)
+    if preferred in found:
+        return preferred
+    if len(found) == 1:
+        return found[0]
+    where = f"--model-dir {str(root)!r}"
+    shown = directory.relative_to(root)
+    if not found:
+        raise ConfigError(f"{where}: {shown}/ holds no ONNX model (expected model.onnx)")
+    raise ConfigError(
+        f"{where}: {shown}/ holds {len(found)} ONNX files and no model.onnx: "
+        + ", ".join(f.name for f in found)
+    )
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One input or output of a model. ``shape`` holds ``None`` for dynamic

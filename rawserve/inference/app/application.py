@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 
 from rawserve.applications import RawServe
 from rawserve.core.config import InferenceSettings
+from rawserve.core.errors import ConfigError
 from rawserve.inference.app.decoding import DecodeSlots
 from rawserve.inference.engine import Engine, EngineConfig
 from rawserve.inference.metrics import Registry
-from rawserve.inference.model import Model, ModelSpec, load_bundled
+from rawserve.inference.model import Model, ModelSpec, load_bundled, model_repository
 from rawserve.inference.results import CacheSettings, ResultCache
 from rawserve.requests import Request
 from rawserve.responses import Response
@@ -37,6 +38,19 @@ def _file_mb(path: str | os.PathLike[str]) -> float:
         return os.path.getsize(path) / 1e6
     except OSError:
         return 0.0
+
+
+def _check_unique(specs: list[ModelSpec]) -> None:
+    """Two models under one name would leave one unreachable: refuse it."""
+    seen: dict[str, ModelSpec] = {}
+    for spec in specs:
+        first = seen.setdefault(spec.name, spec)
+        if first is not spec:
+            raise ConfigError(
+                f"two models are named {spec.name!r}: {str(first.path)!r} and "
+                f"{str(spec.path)!r} (--model NAME=PATH or a directory name in "
+                "--model-dir picks another)"
+            )
 
 
 class InferenceApp(RawServe):
@@ -106,7 +120,12 @@ class InferenceApp(RawServe):
         s = self.settings
         models = self._given_models
         if models is None:
-            specs = [ModelSpec.parse(entry) for entry in s.models] or [load_bundled()]
+            specs = [ModelSpec.parse(entry) for entry in s.models]
+            if s.model_dir is not None:
+                # A repository on a network volume can be slow to list.
+                specs += await asyncio.to_thread(model_repository, s.model_dir)
+            _check_unique(specs)
+            specs = specs or [load_bundled()]
             loaded = await asyncio.gather(*(self._load_one(spec) for spec in specs))
             models = {m.name: m for m in loaded}
         for name, model in models.items():
