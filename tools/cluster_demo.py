@@ -1,0 +1,943 @@
+"""Several rawserve replicas behind HAProxy, sharing one Redis (issue 17, build 2).
+
+Each replica is ``python -m rawserve`` (the built-in app) in a network
+namespace of its own, that is a "machine" with its own address, joined to the
+others by a veth pair on a bridge in the host namespace. Redis runs in one
+more namespace; HAProxy (Debian's) runs in the host namespace, listens on
+127.0.0.1 for clients (h2c and h2 over TLS) and speaks h2c to the replicas
+(``proto h2``), checking each on ``/readyz``. The configuration is
+deploy/haproxy/haproxy.cfg, rendered with this run's addresses.
+
+    bridge rsdb<pid> 10.213.K.1 (HAProxy's side)
+      ├─ veth ─ netns rsdemo-<pid>-cache  10.213.K.2   redis-server :6379
+      ├─ veth ─ netns rsdemo-<pid>-r0     10.213.K.11  rawserve :8000 --cache-url redis://10.213.K.2:6379/0
+      └─ veth ─ netns rsdemo-<pid>-r1     10.213.K.12  rawserve :8000 ...
+
+What it shows, as JSON on stdout (progress goes to stderr):
+
+- ``cache``: one new input sent through HAProxy once per replica (round
+  robin, so every replica gets it): the model runs once in the whole cluster
+  (the replicas' ``rawserve_batch_size_sum`` on /metrics, summed), the first
+  answer is ``Cache-Status: rawserve; fwd=miss``, the others hits. And the
+  limit: the same new input sent to two replicas at the same instant runs
+  twice (single-flight is per process; Redis holds the result once stored).
+- ``kill``: a closed-loop load of ``priority: u=7`` predictions (unique
+  inputs, so that the model runs) and sequential ``priority: u=0`` probes,
+  both through HAProxy over h2c; halfway, one replica gets SIGKILL. Counted:
+  the client errors, the requests HAProxy saw die on that replica (its log:
+  the server aborted), how long until HAProxy marked it down, the answers
+  survivors gave afterwards, probe and load latency percentiles before and
+  after the kill, and the survivors' queue wait per urgency from /metrics
+  (which shows that the ``priority`` header crossed HAProxy and was obeyed).
+- ``cleanup``: namespaces, veths, the bridge and processes of this run are
+  removed on every exit (failure, Ctrl-C, SIGTERM included) and checked gone.
+
+Exit status: 0 when every check held, 1 when one did not, 2 when the demo
+cannot run here (not root, no network namespaces, haproxy or redis-server
+missing: the message says which and what to do).
+
+    sudo python tools/cluster_demo.py [--replicas 3] [--seconds 20] [--quick]
+
+tests/test_cluster_demo.py runs a small version (2 replicas, a few hundred
+requests, one kill).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import io
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rawserve.serving.tls import ensure_dev_certificate  # noqa: E402
+
+TEMPLATE = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
+
+# Every name this tool creates starts with these and carries its pid, so a
+# later run can tell its own leftovers (from a run killed with SIGKILL) from
+# anyone else's and remove them only when that pid is gone.
+NS_PREFIX = "rsdemo-"
+BRIDGE_PREFIX = "rsdb"
+VETH_PREFIX = "rsd"
+REPLICA_PORT = 8000
+REDIS_PORT = 6379
+MAX_REPLICAS = 8
+MAX_SECONDS = 300.0
+# The bundled digits model takes rows of 64 values (8x8 pixels, 0..16).
+INPUT_WIDTH = 64
+BACKEND = "rawserve_replicas"
+
+
+class CannotRun(Exception):
+    """The demo cannot run on this machine; the message says why and what to do."""
+
+
+class DemoFailed(Exception):
+    """Something the demo needs went wrong while it ran (a replica never got ready...)."""
+
+
+# -- small helpers -----------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"cluster_demo: {message}", file=sys.stderr, flush=True)
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise DemoFailed(f"{' '.join(argv)} did not finish in 30 s") from None
+    if check and done.returncode != 0:
+        raise DemoFailed(f"{' '.join(argv)} failed: {done.stderr.strip() or done.returncode}")
+    return done
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 2)
+
+
+def latency_summary(values_ms: list[float]) -> dict[str, Any]:
+    return {
+        "count": len(values_ms),
+        "p50_ms": percentile(values_ms, 50),
+        "p99_ms": percentile(values_ms, 99),
+    }
+
+
+def random_row(rng: random.Random) -> list[float]:
+    # Three decimals: a collision between two rows (a cache hit where the
+    # load wants a model run) is out of the question.
+    return [round(rng.uniform(0, 16), 3) for _ in range(INPUT_WIDTH)]
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+# -- preflight and leftovers -------------------------------------------------
+
+
+def preflight() -> None:
+    if sys.platform != "linux":
+        raise CannotRun("network namespaces are Linux only")
+    if os.geteuid() != 0:
+        raise CannotRun(
+            "must run as root: it creates network namespaces, veth pairs and a bridge "
+            "(sudo python tools/cluster_demo.py)"
+        )
+    needs = {"ip": "iproute2", "haproxy": "haproxy", "redis-server": "redis-server"}
+    missing = [
+        f"{tool} (Debian package {pkg})" for tool, pkg in needs.items() if not shutil.which(tool)
+    ]
+    if missing:
+        raise CannotRun(
+            "missing "
+            + ", ".join(missing)
+            + ": apt-get install "
+            + " ".join(needs[t.split()[0]] for t in missing)
+        )
+    if not TEMPLATE.is_file():
+        raise CannotRun(f"the HAProxy template {TEMPLATE} is missing")
+    # The only sure test of whether this machine (a container may forbid it)
+    # lets us create a namespace is to create one.
+    probe = f"{NS_PREFIX}{os.getpid()}-probe"
+    done = sh("ip", "netns", "add", probe, check=False)
+    if done.returncode != 0:
+        raise CannotRun(
+            f"cannot create network namespaces here (ip netns add: {done.stderr.strip()}); "
+            "run as root on a host or a privileged container (CAP_SYS_ADMIN and CAP_NET_ADMIN)"
+        )
+    sh("ip", "netns", "del", probe, check=False)
+
+
+def owner_pid(name: str, prefix: str) -> int | None:
+    m = re.match(re.escape(prefix) + r"(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def remove_namespace(ns: str) -> None:
+    pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    # A namespace is only freed once its last process is gone.
+    deadline = time.monotonic() + 10
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if p.isdigit() and pid_alive(int(p))]
+        time.sleep(0.05)
+    sh("ip", "netns", "del", ns, check=False)
+
+
+def our_namespaces() -> list[str]:
+    out = sh("ip", "netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(NS_PREFIX)]
+
+
+def our_links() -> list[str]:
+    out = sh("ip", "-o", "link", "show", check=False).stdout
+    names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
+    return [n for n in names if n.startswith((BRIDGE_PREFIX, VETH_PREFIX))]
+
+
+def remove_stale() -> list[str]:
+    """Namespaces and links of earlier demo runs whose process is dead."""
+    removed = []
+    for ns in our_namespaces():
+        pid = owner_pid(ns, NS_PREFIX)
+        if pid is not None and not pid_alive(pid):
+            remove_namespace(ns)
+            removed.append(ns)
+    for link in our_links():
+        pid = owner_pid(link, BRIDGE_PREFIX) or owner_pid(link, VETH_PREFIX)
+        if pid is not None and not pid_alive(pid):
+            sh("ip", "link", "del", link, check=False)
+            removed.append(link)
+    return removed
+
+
+def pick_subnet() -> str:
+    used = sh("ip", "-o", "-4", "addr", "show", check=False).stdout
+    used += sh("ip", "-4", "route", "show", check=False).stdout
+    start = os.getpid() % 250
+    for k in range(250):
+        prefix = f"10.213.{(start + k) % 250 + 1}"
+        if f"{prefix}." not in used:
+            return prefix
+    raise CannotRun("no free 10.213.K.0/24 subnet for the demo's bridge")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- the cluster -------------------------------------------------------------
+
+
+@dataclass
+class Machine:
+    role: str  # "cache", "r0", "r1", ...
+    ns: str
+    address: str
+    veth: str
+
+
+@dataclass
+class Cluster:
+    """Everything one run creates, so that cleanup() can take all of it down."""
+
+    replicas: int
+    workdir: Path
+    tag: str = field(default_factory=lambda: str(os.getpid()))
+    subnet: str = ""
+    bridge: str = ""
+    machines: dict[str, Machine] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    h2c_port: int = 0
+    tls_port: int = 0
+    stats_socket: Path = Path()
+    haproxy_log: Path = Path()
+
+    # network
+
+    def build_network(self) -> None:
+        self.subnet = pick_subnet()
+        self.bridge = f"{BRIDGE_PREFIX}{self.tag}"
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        self.links.append(self.bridge)
+        sh("ip", "addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+        self.add_machine("cache", f"{self.subnet}.2")
+        for i in range(self.replicas):
+            self.add_machine(f"r{i}", f"{self.subnet}.{11 + i}")
+
+    def add_machine(self, role: str, address: str) -> None:
+        ns = f"{NS_PREFIX}{self.tag}-{role}"
+        sh("ip", "netns", "add", ns)
+        self.namespaces.append(ns)
+        # Host side "rsd<pid><role>" fits the 15-byte limit on interface names.
+        veth = f"{VETH_PREFIX}{self.tag}{role}"
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        self.links.append(veth)
+        sh("ip", "link", "set", veth, "master", self.bridge)
+        sh("ip", "link", "set", veth, "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        self.machines[role] = Machine(role, ns, address, veth)
+
+    # processes
+
+    def spawn(self, name: str, argv: list[str], ns: str | None = None) -> subprocess.Popen[bytes]:
+        if ns is not None:
+            argv = ["ip", "netns", "exec", ns, *argv]
+        out = open(self.workdir / f"{name}.log", "wb")
+        # A session of its own: Ctrl-C in the terminal reaches only this tool,
+        # which then takes everything down in order.
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+        out.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_redis(self) -> str:
+        cache = self.machines["cache"]
+        self.spawn(
+            "redis",
+            [
+                "redis-server",
+                "--bind",
+                cache.address,
+                "--port",
+                str(REDIS_PORT),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            cache.ns,
+        )
+        wait_tcp(cache.address, REDIS_PORT, self.procs["redis"], "redis-server")
+        return f"redis://{cache.address}:{REDIS_PORT}/0"
+
+    def start_replicas(self, cache_url: str) -> None:
+        for i in range(self.replicas):
+            self.start_replica(i, cache_url)
+        for i in range(self.replicas):
+            wait_ready(self.replica_url(i), self.procs[f"r{i}"], f"replica r{i}")
+
+    def start_replica(self, i: int, cache_url: str) -> None:
+        env_python = sys.executable
+        self.spawn(
+            f"r{i}",
+            [
+                env_python,
+                "-m",
+                "rawserve",
+                "--host",
+                "0.0.0.0",
+                "--http-port",
+                str(REPLICA_PORT),
+                "--port",
+                "-1",
+                "--quic-port",
+                "0",
+                "--cache-url",
+                cache_url,
+                "--log-level",
+                "warning",
+            ],
+            self.machines[f"r{i}"].ns,
+        )
+
+    def replica_url(self, i: int) -> str:
+        return f"http://{self.machines[f'r{i}'].address}:{REPLICA_PORT}"
+
+    def render_haproxy(self) -> Path:
+        pem = self.workdir / "haproxy.pem"
+        # The development certificate python -m rawserve makes for itself
+        # (self-signed, for 127.0.0.1 and localhost): enough for a demo.
+        cert, key, _ = ensure_dev_certificate(ROOT / "certs")
+        pem.write_bytes(cert.read_bytes() + key.read_bytes())
+        pem.chmod(0o600)
+        self.h2c_port, self.tls_port = free_port(), free_port()
+        self.stats_socket = self.workdir / "haproxy.sock"
+        servers = "\n".join(
+            f"    server r{i} {self.machines[f'r{i}'].address}:{REPLICA_PORT}"
+            for i in range(self.replicas)
+        )
+        values = {
+            "stats_socket": str(self.stats_socket),
+            "h2c_bind": f"127.0.0.1:{self.h2c_port}",
+            "tls_bind": f"127.0.0.1:{self.tls_port}",
+            "tls_pem": str(pem),
+            "servers": servers,
+        }
+        text = TEMPLATE.read_text()
+        for name, value in values.items():
+            text = text.replace("{{" + name + "}}", value)
+        if "{{" in text:
+            raise DemoFailed(f"{TEMPLATE} has a placeholder this tool does not fill")
+        cfg = self.workdir / "haproxy.cfg"
+        cfg.write_text(text)
+        return cfg
+
+    def start_haproxy(self) -> None:
+        cfg = self.render_haproxy()
+        checked = sh("haproxy", "-c", "-f", str(cfg), check=False)
+        if checked.returncode != 0:
+            raise DemoFailed(f"haproxy refuses {cfg}: {checked.stdout}{checked.stderr}")
+        self.haproxy_log = self.workdir / "haproxy.log"
+        self.spawn("haproxy", ["haproxy", "-db", "-f", str(cfg)])
+        wait_tcp("127.0.0.1", self.h2c_port, self.procs["haproxy"], "haproxy")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                states = self.server_states()
+            except OSError:  # the stats socket is not there yet
+                states = {}
+            if len(states) == self.replicas and all(s["status"] == "UP" for s in states.values()):
+                return
+            time.sleep(0.1)
+        raise DemoFailed(f"HAProxy did not see every replica up: {self.server_states()}")
+
+    def haproxy_command(self, command: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(self.stats_socket))
+            s.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def server_states(self) -> dict[str, dict[str, str]]:
+        """HAProxy's "show stat" rows of the replicas' backend, by server name."""
+        text = self.haproxy_command("show stat").lstrip("# ")
+        rows = csv.DictReader(io.StringIO(text))
+        return {
+            r["svname"]: r
+            for r in rows
+            if r["pxname"] == BACKEND and r["svname"] not in ("BACKEND", "FRONTEND")
+        }
+
+    def cleanup(self) -> dict[str, Any]:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        for ns in self.namespaces:
+            remove_namespace(ns)
+        for link in reversed(self.links):
+            if link in our_links():
+                sh("ip", "link", "del", link, check=False)
+        left_ns = [ns for ns in our_namespaces() if ns in self.namespaces]
+        left_links = [link for link in our_links() if link in self.links]
+        left_procs = [name for name, proc in self.procs.items() if proc.poll() is None]
+        return {
+            "namespaces_created": len(self.namespaces),
+            "namespaces_left": left_ns,
+            "links_left": left_links,
+            "processes_left": left_procs,
+            "clean": not (left_ns or left_links or left_procs),
+        }
+
+
+def wait_tcp(host: str, port: int, proc: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DemoFailed(f"{name} exited with status {proc.returncode} (see its log)")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise DemoFailed(f"{name} did not listen on {host}:{port} within 20 s")
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], name: str) -> None:
+    # Replicas load their models at once on a shared machine: give them time.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DemoFailed(f"{name} exited with status {proc.returncode} (see its log)")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise DemoFailed(f"{name} was not ready on {url} within 90 s")
+
+
+# -- what the demo measures --------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    kind: str  # "load" (u=7) or "probe" (u=0)
+    request_id: str
+    started: float
+    ended: float = 0.0
+    status: int | None = None
+    served_by: str = ""
+    error: str = ""
+
+
+def replica_metrics(cluster: Cluster) -> dict[str, str]:
+    out = {}
+    for i in range(cluster.replicas):
+        if cluster.procs[f"r{i}"].poll() is None:
+            out[f"r{i}"] = httpx.get(cluster.replica_url(i) + "/metrics", timeout=5).text
+    return out
+
+
+def model_runs(metrics: dict[str, str]) -> dict[str, float]:
+    # Items the model ran, whatever the batch: one per input row.
+    return {r: metric_sum(t, "rawserve_batch_size_sum", model="digits") for r, t in metrics.items()}
+
+
+async def predict(
+    client: httpx.AsyncClient, url: str, row: list[float], urgency: int, request_id: str
+) -> httpx.Response:
+    return await client.post(
+        url,
+        json={"inputs": row},
+        headers={"priority": f"u={urgency}", "x-demo-id": request_id},
+    )
+
+
+async def show_protocols(cluster: Cluster) -> dict[str, Any]:
+    """One request on each of HAProxy's listeners: which HTTP version the
+    client got, and that the replica behind answered."""
+    out: dict[str, Any] = {}
+    for name, url, verify in (
+        ("h2c", f"http://127.0.0.1:{cluster.h2c_port}/readyz", True),
+        ("tls", f"https://127.0.0.1:{cluster.tls_port}/readyz", False),
+    ):
+        # The development certificate is self-signed: this is a demo.
+        async with httpx.AsyncClient(http1=name == "tls", http2=True, verify=verify) as c:
+            r = await c.get(url, timeout=10)
+        out[name] = {
+            "http_version": r.http_version,
+            "status": r.status_code,
+            "served_by": r.headers.get("x-served-by"),
+        }
+    return out
+
+
+async def cache_sharing(cluster: Cluster, rng: random.Random) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{cluster.h2c_port}/predict"
+    before = model_runs(replica_metrics(cluster))
+    row = random_row(rng)
+    answers = []
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+        # Sequential, one per replica (round robin): each replica gets it once.
+        for n in range(cluster.replicas):
+            r = await predict(client, url, row, 3, f"cache-{n}")
+            body = r.json()
+            answers.append(
+                {
+                    "status": r.status_code,
+                    "served_by": r.headers.get("x-served-by"),
+                    "cache_status": r.headers.get("cache-status"),
+                    "result": body.get("result"),
+                    "prediction": body.get("prediction"),
+                }
+            )
+    after = model_runs(replica_metrics(cluster))
+    runs = {name: after[name] - before[name] for name in after}
+
+    # The limit of sharing through Redis: two replicas asked at the same
+    # instant both miss (each process single-flights only its own requests).
+    twin = random_row(rng)
+    before = model_runs(replica_metrics(cluster))
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+        await asyncio.gather(
+            *(
+                predict(client, cluster.replica_url(i) + "/predict", twin, 3, f"twin-{i}")
+                for i in range(min(2, cluster.replicas))
+            )
+        )
+    after = model_runs(replica_metrics(cluster))
+    served_by = {a["served_by"] for a in answers}
+    return {
+        "answers": answers,
+        "replicas_that_answered": len(served_by),
+        "model_runs_by_replica": runs,
+        "model_runs_total": sum(runs.values()),
+        "same_result_path": len({a["result"] for a in answers}) == 1,
+        "simultaneous_on_two_replicas_model_runs": sum(after.values()) - sum(before.values()),
+    }
+
+
+def urgency_waits(metrics: dict[str, str], replicas: list[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    for u in ("0", "7"):
+        count = sum(
+            metric_sum(metrics[r], "rawserve_queue_wait_seconds_count", urgency=u) for r in replicas
+        )
+        total = sum(
+            metric_sum(metrics[r], "rawserve_queue_wait_seconds_sum", urgency=u) for r in replicas
+        )
+        out[u] = {"count": count, "sum_s": total}
+    return out
+
+
+def parse_haproxy_log(path: Path) -> list[dict[str, str]]:
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.startswith("req="):
+            continue
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        records.append(fields)
+    return records
+
+
+async def kill_under_load(
+    cluster: Cluster, args: argparse.Namespace, rng: random.Random
+) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{cluster.h2c_port}/predict"
+    victim = f"r{args.victim}"
+    survivors = [f"r{i}" for i in range(cluster.replicas) if i != args.victim]
+    metrics_before = replica_metrics(cluster)
+    servers_before = cluster.server_states()
+    exchanges: list[Exchange] = []
+    counter = itertools.count()
+    started = time.monotonic()
+    stop = asyncio.Event()
+    killed_at: list[float] = []
+    issued = 0
+
+    def should_stop() -> bool:
+        return stop.is_set() or time.monotonic() - started >= args.seconds
+
+    async def one(client: httpx.AsyncClient, kind: str, urgency: int) -> None:
+        nonlocal issued
+        issued += 1
+        ex = Exchange(kind, f"{kind}-{next(counter)}", time.monotonic())
+        exchanges.append(ex)
+        try:
+            r = await predict(client, url, random_row(rng), urgency, ex.request_id)
+            ex.status = r.status_code
+            ex.served_by = r.headers.get("x-served-by", "")
+        except httpx.HTTPError as exc:
+            ex.error = f"{type(exc).__name__}: {exc}"
+        ex.ended = time.monotonic()
+
+    async def load_worker(client: httpx.AsyncClient) -> None:
+        while not should_stop() and issued < args.requests:
+            await one(client, "load", 7)
+
+    async def probe_worker(client: httpx.AsyncClient) -> None:
+        while not should_stop():
+            await one(client, "probe", 0)
+            await asyncio.sleep(args.probe_gap_ms / 1000)
+
+    async def killer() -> dict[str, Any]:
+        # Halfway through, by time or by count, whichever comes first.
+        while time.monotonic() - started < args.seconds / 2 and issued < args.requests / 2:
+            await asyncio.sleep(0.01)
+        # HAProxy's count of requests on the victim just before the kill
+        # (scur: streams in progress on that server).
+        scur = int(cluster.server_states()[victim]["scur"] or 0)
+        cluster.procs[victim].send_signal(signal.SIGKILL)
+        killed_at.append(time.monotonic())
+        log(f"SIGKILL {victim} at {killed_at[0] - started:.2f} s, {issued} requests issued")
+        down_after = None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if cluster.server_states()[victim]["status"].startswith("DOWN"):
+                down_after = time.monotonic() - killed_at[0]
+                break
+            await asyncio.sleep(0.02)
+        return {"haproxy_scur_at_kill": scur, "marked_down_after_ms": _ms(down_after)}
+
+    limits = httpx.Limits(max_connections=args.connections)
+    async with (
+        httpx.AsyncClient(http1=False, http2=True, timeout=20, limits=limits) as load_client,
+        httpx.AsyncClient(http1=False, http2=True, timeout=20) as probe_client,
+    ):
+        async with asyncio.TaskGroup() as tg:
+            kill_task = tg.create_task(killer())
+            for _ in range(args.concurrency):
+                tg.create_task(load_worker(load_client))
+            tg.create_task(probe_worker(probe_client))
+            # Probes go on until the load is done.
+            while issued < args.requests and time.monotonic() - started < args.seconds:
+                await asyncio.sleep(0.05)
+            stop.set()
+    kill = kill_task.result()
+    t_kill = killed_at[0]
+    metrics_after = replica_metrics(cluster)
+
+    # HAProxy's own account of the requests that were on the victim when it
+    # died: its server-abort counter (srv_abrt) over the run. Its log names
+    # most of them too (termination state S...), but not always all: a
+    # stream HAProxy refuses to its client as the backend connection dies
+    # is counted and yet sometimes not logged.
+    await asyncio.sleep(0.2)  # the last log lines
+    servers_after = cluster.server_states()
+    aborted = {
+        name: int(servers_after[name]["srv_abrt"] or 0) - int(servers_before[name]["srv_abrt"] or 0)
+        for name in servers_after
+    }
+    records = parse_haproxy_log(cluster.haproxy_log)
+    by_id = {r["req"]: r for r in records}
+    logged_on_victim = [
+        r for r in records
+        if r.get("srv") == f"{BACKEND}/{victim}" and r.get("term", "--")[0] == "S"
+    ]  # fmt: skip
+
+    def ok(ex: Exchange) -> bool:
+        return ex.status == 200
+
+    errors = [ex for ex in exchanges if not ok(ex)]
+
+    def phase(kind: str, before: bool) -> dict[str, Any]:
+        def in_phase(ex: Exchange) -> bool:
+            return ex.ended < t_kill if before else ex.started > t_kill
+
+        chosen = [ex for ex in exchanges if ex.kind == kind and ok(ex) and in_phase(ex)]
+        return latency_summary([(ex.ended - ex.started) * 1000 for ex in chosen])
+
+    after_kill = Counter(ex.served_by for ex in exchanges if ok(ex) and ex.started > t_kill)
+    waits_before = urgency_waits(metrics_before, survivors)
+    waits_after = urgency_waits(metrics_after, survivors)
+    queue_wait = {}
+    for u in ("0", "7"):
+        n = waits_after[u]["count"] - waits_before[u]["count"]
+        s = waits_after[u]["sum_s"] - waits_before[u]["sum_s"]
+        queue_wait[f"u{u}"] = {"items": int(n), "mean_ms": round(s / n * 1000, 3) if n else None}
+    return {
+        "victim": victim,
+        "killed_after_s": round(t_kill - started, 2),
+        "duration_s": round(max(ex.ended for ex in exchanges) - started, 2),
+        "requests": {
+            "load_sent": sum(ex.kind == "load" for ex in exchanges),
+            "probes_sent": sum(ex.kind == "probe" for ex in exchanges),
+            "answered_200": sum(ok(ex) for ex in exchanges),
+        },
+        "client_errors": len(errors),
+        "client_errors_by_kind": dict(Counter(error_kind(ex) for ex in errors)),
+        "client_error_samples": [
+            {
+                "id": ex.request_id,
+                "error": ex.error[:120] or f"status {ex.status}",
+                "haproxy_log": by_id.get(ex.request_id),
+            }
+            for ex in errors[:5]
+        ],
+        "on_victim_when_it_died": aborted[victim],
+        "on_victim_when_it_died_in_haproxy_log": len(logged_on_victim),
+        **kill,
+        "survivors_server_aborts": sum(n for name, n in aborted.items() if name != victim),
+        "haproxy_redispatches": int(servers_after[victim]["wredis"] or 0)
+        - int(servers_before[victim]["wredis"] or 0),
+        "answers_after_kill_by_replica": dict(after_kill),
+        "latency_before_kill": {"probe_u0": phase("probe", True), "load_u7": phase("load", True)},
+        "latency_after_kill": {"probe_u0": phase("probe", False), "load_u7": phase("load", False)},
+        "survivors_queue_wait": queue_wait,
+    }
+
+
+# How httpx reports a stream HAProxy reset (RST_STREAM REFUSED_STREAM, the
+# code that tells a client the request may be retried): as a reset while it
+# reads the answer, as a closed stream while it still sends the body.
+RESET_KINDS = ("REFUSED_STREAM while reading", "stream reset while sending")
+
+
+def error_kind(ex: Exchange) -> str:
+    if ex.status is not None:
+        return f"status {ex.status}"
+    if "StreamReset" in ex.error:
+        code = re.search(r"error_code:(\w+)", ex.error)
+        refused = code is not None and code.group(1) in ("7", "ErrorCodes.REFUSED_STREAM")
+        return RESET_KINDS[0] if refused else f"stream reset ({code.group(1) if code else '?'})"
+    # h2 refuses to send on a stream the peer reset (StreamClosedError, its
+    # message the stream id); httpx reports it as a LocalProtocolError.
+    if re.fullmatch(r"LocalProtocolError: \d+", ex.error):
+        return RESET_KINDS[1]
+    return ex.error.split(":")[0]
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def checks(report: dict[str, Any], replicas: int) -> dict[str, bool]:
+    cache, kill = report["cache"], report["kill"]
+    survivors = {f"r{i}" for i in range(replicas)} - {kill["victim"]}
+    return {
+        "model_ran_once_for_one_input_across_replicas": cache["model_runs_total"] == 1
+        and cache["replicas_that_answered"] >= 2
+        and cache["same_result_path"],
+        # Every client error is a stream HAProxy reset because the replica
+        # under it died, and there are no more of them than HAProxy counted
+        # on the victim; the survivors aborted nothing.
+        "errors_bounded_by_requests_on_victim": kill["client_errors"]
+        <= kill["on_victim_when_it_died"]
+        and set(kill["client_errors_by_kind"]) <= set(RESET_KINDS)
+        and kill["survivors_server_aborts"] == 0,
+        "survivors_took_the_traffic": sum(
+            kill["answers_after_kill_by_replica"].get(s, 0) for s in survivors
+        )
+        > 0
+        and kill["answers_after_kill_by_replica"].get(kill["victim"], 0) == 0,
+        "victim_marked_down": kill["marked_down_after_ms"] is not None,
+        "cleaned_up": report["cleanup"]["clean"],
+    }
+
+
+async def demo(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    report: dict[str, Any] = {}
+    report["frontends"] = await show_protocols(cluster)
+    log("cache sharing across replicas")
+    report["cache"] = await cache_sharing(cluster, rng)
+    log(f"load through HAProxy for up to {args.seconds:g} s / {args.requests} requests, one kill")
+    report["kill"] = await kill_under_load(cluster, args, rng)
+    return report
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--replicas", type=int, default=3, help="rawserve replicas, 2..8 (3)")
+    p.add_argument("--seconds", type=float, default=20.0, help="longest the load runs (20)")
+    p.add_argument("--requests", type=int, default=20000, help="most load requests sent (20000)")
+    p.add_argument("--concurrency", type=int, default=32, help="u=7 requests in flight (32)")
+    p.add_argument(
+        "--connections", type=int, default=4, help="client h2 connections for the load (4)"
+    )
+    p.add_argument("--probe-gap-ms", type=float, default=10.0, help="pause between u=0 probes (10)")
+    p.add_argument("--victim", type=int, default=0, help="the replica to kill (0)")
+    p.add_argument("--seed", type=int, default=17)
+    p.add_argument("--quick", action="store_true", help="2 replicas, 6 s, 600 requests")
+    p.add_argument(
+        "--keep-logs", metavar="DIR", help="keep every process's log and haproxy.cfg in DIR"
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.replicas, args.seconds, args.requests = (
+            2,
+            min(args.seconds, 6.0),
+            min(args.requests, 600),
+        )
+    if not 2 <= args.replicas <= MAX_REPLICAS:
+        p.error(f"--replicas must be 2..{MAX_REPLICAS}: a kill needs a survivor")
+    if not 0 < args.seconds <= MAX_SECONDS:
+        p.error(f"--seconds must be in (0, {MAX_SECONDS:g}]")
+    if not 0 <= args.victim < args.replicas:
+        p.error("--victim must name a replica (0..replicas-1)")
+    if not 1 <= args.concurrency <= 256 or not 1 <= args.connections <= 32 or args.requests < 10:
+        p.error("--concurrency 1..256, --connections 1..32, --requests at least 10")
+    return args
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        preflight()
+    except (CannotRun, DemoFailed) as exc:
+        print(f"cluster_demo: cannot run: {exc}", file=sys.stderr)
+        return 2
+    removed = remove_stale()
+    if removed:
+        log(f"removed leftovers of earlier runs: {', '.join(removed)}")
+    # SIGTERM and SIGHUP take the same path as Ctrl-C: through cleanup.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="rawserve-cluster-"))
+    cluster = Cluster(args.replicas, workdir)
+    report: dict[str, Any] = {"replicas": args.replicas}
+    status = 1
+    try:
+        log(f"network: bridge, {args.replicas} replica namespaces and one for Redis")
+        cluster.build_network()
+        cache_url = cluster.start_redis()
+        log(f"starting {args.replicas} replicas (cache {cache_url})")
+        cluster.start_replicas(cache_url)
+        cluster.start_haproxy()
+        log(f"HAProxy up: h2c 127.0.0.1:{cluster.h2c_port}, TLS 127.0.0.1:{cluster.tls_port}")
+        report["haproxy"] = {
+            "version": sh("haproxy", "-v").stdout.splitlines()[0],
+            # Debian's build lists -QUIC: no HTTP/3 listener in front.
+            "quic": "+QUIC" in sh("haproxy", "-vv").stdout,
+        }
+        bound = 120 + args.seconds + 30 * args.replicas
+        report.update(asyncio.run(asyncio.wait_for(demo(cluster, args), bound)))
+        status = 0
+    except KeyboardInterrupt:
+        log("interrupted: cleaning up")
+        status = 130
+    except (DemoFailed, TimeoutError, OSError, httpx.HTTPError) as exc:
+        log(f"failed: {type(exc).__name__}: {exc} (logs in {workdir})")
+        if os.environ.get("CLUSTER_DEMO_TRACE"):
+            import traceback
+
+            traceback.print_exc()
+        report["failure"] = str(exc)
+        status = 1
+    finally:
+        # Ignore a second Ctrl-C while taking things down.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        report["cleanup"] = cluster.cleanup()
+        if args.keep_logs:
+            keep = shutil.ignore_patterns("*.sock", "*.pem")
+            shutil.copytree(workdir, args.keep_logs, ignore=keep, dirs_exist_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if status == 0:
+        report["checks"] = checks(report, args.replicas)
+        report["ok"] = all(report["checks"].values())
+        status = 0 if report["ok"] else 1
+    print(json.dumps(report, indent=2))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
