@@ -84,7 +84,7 @@ def test_a_quick_run_of_rawserve_alone_reports_every_scenario(tmp_path: Path) ->
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(report_path.read_text())
@@ -93,8 +93,10 @@ def test_a_quick_run_of_rawserve_alone_reports_every_scenario(tmp_path: Path) ->
     assert set(scenarios) == set(bench.SCENARIOS)
 
     a = scenarios["A"]["cells"]
-    assert sorted(c["column"] for c in a) == sorted(bench.COLUMNS)
-    for scenario in ("A", "B", "C"):
+    assert sorted(c["column"] for c in a) == sorted(bench.TCP_COLUMNS)
+    h3 = scenarios["h3"]["cells"]
+    assert sorted(c["column"] for c in h3) == sorted(bench.H3_STREAMS)
+    for scenario in ("A", "B", "C", "h3"):
         for cell in scenarios[scenario]["cells"]:
             assert cell["flavor"] == "rawserve"
             assert cell["errors"] == 0
@@ -126,8 +128,23 @@ def test_a_quick_run_of_rawserve_alone_reports_every_scenario(tmp_path: Path) ->
     assert push["errors"] == 0
     assert {r["method"] for r in push["rows"]} == {"push", "separate"}
 
+    # --workers 1 serves; --workers 2 either serves or is refused (before
+    # issue 17 lands it), and says so.
+    workers = scenarios["workers"]
+    w1 = [c for c in workers["cells"] if c["flavor"] == "rawserve-w1"]
+    assert sorted(c["column"] for c in w1) == ["h1", "h2c"]
+    w2 = [c for c in workers["cells"] if c["flavor"] == "rawserve-w2"]
+    assert (sorted(c["column"] for c in w2) == ["h1", "h2c"]) != (
+        "rawserve-w2" in workers["refused"]
+    )
+    for cell in workers["cells"]:
+        assert cell["errors"] == 0 and cell["rps"] > 0
+
     text = doc.read_text()
     assert text.count(bench.BEGIN) == 1 and text.count(bench.END) == 1
+    for block in ("h3", "workers"):
+        begin, end = bench.markers(block)
+        assert text.count(begin) == 1 and text.count(end) == 1
     for heading in (
         "### A:",
         "### B:",
@@ -136,6 +153,8 @@ def test_a_quick_run_of_rawserve_alone_reports_every_scenario(tmp_path: Path) ->
         "### Footprint",
         "### Result cache",
         "### Push",
+        "### HTTP/3",
+        "### Workers",
         "QUICK SMOKE RUN",
     ):
         assert heading in text

@@ -23,7 +23,8 @@ Servers (``--servers``; the FastAPI apps are tools/peers/):
 - ``zttp``: the fast app on uvicorn ``--http zttp --http2`` (h2c, h2+TLS);
 - ``granian``: the fast app on granian, ``--http 1`` and ``--http 2`` (all
   four columns; one process per column);
-- ``hypercorn``: the fast app on hypercorn (h2c, h2+TLS).
+- ``hypercorn``: the fast app on hypercorn (h2c, h2+TLS, and HTTP/3 with
+  ``--quic-bind``).
 
 Scenarios (``--scenarios``):
 
@@ -47,7 +48,27 @@ Scenarios (``--scenarios``):
   here on 127.0.0.1;
 - ``push``: 64 fresh rows of B as one ``POST /predict/batch`` whose results
   are pushed (HTTP/2 server push, rawserve.client) against 64 ``/predict``
-  requests on one h2c connection: the time to the last result.
+  requests on one h2c connection: the time to the last result;
+- ``h3``: A's request over HTTP/3, rawserve against the fast app on
+  hypercorn, by tools/h3load.py (aioquic, the same client for both): one
+  QUIC connection, 16 streams in flight (``h3``) and one request at a time
+  (``h3-1``). A Python QUIC client saturates near 1,200-2,500 req/s on a
+  core, so req/s is the client's limit; server CPU per request compares the
+  servers (issue 12's target: rawserve at most half of hypercorn's). The
+  HTTP/3 server runs in a process of its own (with QUIC on, its TLS answers
+  would carry Alt-Svc); its TLS port answers the readiness probe;
+- ``workers``: A over HTTP/1.1 (``-c 16``) and h2c (4 connections x 16
+  streams: SO_REUSEPORT spreads connections, not streams) against rawserve
+  ``--workers 1`` and ``--workers 2``, uvicorn ``--workers 2`` and granian
+  ``--workers 2``, UNPINNED: servers and h2load get every core (taskset over
+  all of them), so on a 2-core machine h2load and two workers share two
+  cores. A rawserve that refuses ``--workers 2`` (before issue 17) is
+  reported as refused, not failed.
+
+docs/BENCHMARKS.md gets one generated block for A..push (between BEGIN and
+END) and one block each for ``h3`` and ``workers`` (``markers``), so that
+running ``--scenarios h3`` alone rewrites the HTTP/3 figures and nothing
+else. Each block names its run, machine, load average and software.
 
 Method: the servers run on ``--server-cpu`` (taskset, worker threads and
 processes included), h2load on ``--client-cpu``. Each (server, column) is
@@ -57,7 +78,8 @@ request count is set from its warm-up rate to last about ``--seconds``.
 HTTP/2 runs are made of h2load runs of at most 4,000 requests per
 connection, for every server alike (uvicorn + zttp resets a connection after
 4,096 streams). The server's CPU time is utime + stime of its whole process
-tree from /proc, before and after a run, per request answered. Tables give
+tree from /proc, before and after a run (tools/h3load.py reads it itself,
+around its measured requests), per request answered. Tables give
 medians over rounds; ratios are the median of per-round ratios against the
 best peer of the column (by median rps; by CPU per request for the CPU
 ratio). Every request that fails or is answered non-2xx is counted and
@@ -86,6 +108,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -97,6 +120,7 @@ PEERS = ROOT / "tools" / "peers"
 BUILD_MODELS = ROOT / "build" / "models"
 DIGITS = ROOT / "rawserve" / "models" / "digits.onnx"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
+H3LOAD = ROOT / "tools" / "h3load.py"
 IMG = ROOT / "docs" / "img"
 BENCH_VENV = ROOT / ".venv-bench"
 CERT, KEY = ROOT / "certs" / "dev-cert.pem", ROOT / "certs" / "dev-key.pem"
@@ -106,9 +130,23 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # uvicorn + zttp resets a connection after 4,096 streams; h2load does not reconnect.
 H2_REQUESTS_PER_CONNECTION = 4000
 
-COLUMNS = {"h1": "HTTP/1.1", "h1s": "HTTP/1.1+TLS", "h2c": "h2c", "h2s": "h2+TLS"}
+COLUMNS = {
+    "h1": "HTTP/1.1",
+    "h1s": "HTTP/1.1+TLS",
+    "h2c": "h2c",
+    "h2s": "h2+TLS",
+    "h3": "HTTP/3",
+    "h3-1": "HTTP/3 one at a time",
+}
+TCP_COLUMNS = ("h1", "h1s", "h2c", "h2s")
 TLS_COLUMNS = ("h1s", "h2s")
-SCENARIOS = ("A", "B", "C", "priority", "footprint", "cache", "push")
+# HTTP/3 columns: tools/h3load.py, one QUIC connection, this many streams in
+# flight (None: the shape's h2_streams).
+H3_STREAMS: dict[str, int | None] = {"h3": None, "h3-1": 1}
+SCENARIOS = ("A", "B", "C", "priority", "footprint", "cache", "push", "h3", "workers")
+# Scenarios whose section of docs/BENCHMARKS.md is a block of its own, so that
+# running one alone does not rewrite the others' figures.
+OWN_BLOCK = ("h3", "workers")
 
 
 @dataclass(frozen=True)
@@ -127,13 +165,19 @@ FLAVORS = {
         Flavor("uvicorn-sync", "FastAPI sync+pydantic on uvicorn (httptools)", ("h1",), False),
         Flavor("zttp", "FastAPI async on uvicorn + zttp (--http2)", ("h2c", "h2s"), False),
         Flavor("granian", "FastAPI async on granian", tuple(COLUMNS), False),
-        Flavor("hypercorn", "FastAPI async on hypercorn", ("h2c", "h2s"), True),
+        Flavor("hypercorn", "FastAPI async on hypercorn", ("h2c", "h2s", "h3", "h3-1"), True),
         # The cache scenario's rows.
         Flavor("rawserve-nocache", "rawserve --no-cache", ("h1",), True),
         Flavor("rawserve-redis", "rawserve, Redis cache", ("h1",), True),
         Flavor("fastapi-redis", "FastAPI async + Redis cache on uvicorn", ("h1",), False),
+        # The workers scenario's rows: unpinned, several processes.
+        Flavor("rawserve-w1", "rawserve --workers 1", ("h1", "h2c"), True),
+        Flavor("rawserve-w2", "rawserve --workers 2", ("h1", "h2c"), True),
+        Flavor("uvicorn-w2", "FastAPI async on uvicorn --workers 2", ("h1",), False),
+        Flavor("granian-w2", "FastAPI async on granian --workers 2", ("h1", "h2c"), False),
     )
 }
+WORKERS = {"rawserve-w1": 1, "rawserve-w2": 2, "uvicorn-w2": 2, "granian-w2": 2}
 PEER_FLAVORS = ("uvicorn", "uvicorn-sync", "zttp", "granian", "hypercorn")
 PEER_BINARIES = {
     "uvicorn": "uvicorn",
@@ -151,13 +195,23 @@ PEER_PACKAGES = (
     "zttp",
     "granian",
     "hypercorn",
+    "aioquic",
     "uvloop",
     "redis",
     "onnxruntime",
     "numpy",
     "matplotlib",
 )
-RAWSERVE_PACKAGES = ("h2", "httptools", "orjson", "onnxruntime", "numpy", "uvloop", "redis")
+RAWSERVE_PACKAGES = (
+    "h2",
+    "httptools",
+    "aioquic",
+    "orjson",
+    "onnxruntime",
+    "numpy",
+    "uvloop",
+    "redis",
+)
 
 
 # -- models and bodies ----------------------------------------------------------------
@@ -221,6 +275,13 @@ def free_port() -> int:
         return port
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def tree(root: int) -> list[int]:
     """``root`` and every live descendant."""
     children: dict[int, list[int]] = {}
@@ -277,10 +338,11 @@ class Server:
     log: Path
     ready_path: str
     started: float
+    ready_column: str = ""  # the column readiness is asked in (default: the first)
     ready_s: float = float("nan")
 
     def url(self, column: str, path: str) -> str:
-        scheme = "https" if column in TLS_COLUMNS else "http"
+        scheme = "https" if column in TLS_COLUMNS or column in H3_STREAMS else "http"
         return f"{scheme}://127.0.0.1:{self.ports[column]}{path}"
 
     @property
@@ -315,8 +377,11 @@ class Launcher:
     def command(
         self, flavor: str, model: ModelSpec, columns: Sequence[str], ports: dict[str, int]
     ) -> tuple[list[str], str, dict[str, str]]:
-        plain = next((ports[c] for c in columns if c not in TLS_COLUMNS), None)
-        tls = next((ports[c] for c in columns if c in TLS_COLUMNS), None)
+        plain = next((ports[c] for c in columns if c in TCP_COLUMNS and c not in TLS_COLUMNS), None)
+        # An HTTP/3 group also has a TLS port: hypercorn needs one for
+        # --quic-bind, and readiness is asked there.
+        tls = next((ports[c] for c in (*columns, "h1s") if c in TLS_COLUMNS and c in ports), None)
+        quic = next((ports[c] for c in columns if c in H3_STREAMS), None)
         env = dict(os.environ)
         env["RAWSERVE_BENCH_MODEL"] = str(model.file(self.rawserve_python))
         env["RAWSERVE_BENCH_REDIS_URL"] = self.redis_url
@@ -327,7 +392,10 @@ class Launcher:
             if self.rawserve_src != ROOT:
                 env["PYTHONPATH"] = str(self.rawserve_src)
             cmd += ["--http-port", str(plain if plain is not None else -1)]
-            cmd += ["--port", str(tls if tls is not None else -1), "--quic-port", "0"]
+            cmd += ["--port", str(tls if tls is not None else -1)]
+            cmd += ["--quic-port", str(quic if quic is not None else 0)]
+            if flavor in WORKERS:
+                cmd += ["--workers", str(WORKERS[flavor])]
             cmd += ["--certfile", str(CERT), "--keyfile", str(KEY)]
             cmd += ["--loop", self.loop, "--log-level", "warning", "--no-access-log"]
             if model.key != "digits":
@@ -342,18 +410,20 @@ class Launcher:
         app = module.get(flavor, "fastapi_app:app")
         (column,) = columns if flavor != "hypercorn" else (columns[0],)
         port = ports[column]
+        workers = ["--workers", str(WORKERS[flavor])] if flavor in WORKERS else []
+        flavor = flavor.removesuffix("-w2")
         if flavor in ("uvicorn", "uvicorn-sync", "zttp", "fastapi-redis"):
             cmd = [str(b / "uvicorn"), "--app-dir", str(PEERS), app, "--host", host]
             cmd += ["--port", str(port), "--loop", "uvloop"]
             cmd += ["--http", "zttp", "--http2"] if flavor == "zttp" else ["--http", "httptools"]
-            cmd += ["--no-access-log", "--log-level", "warning"]
+            cmd += ["--no-access-log", "--log-level", "warning", *workers]
             if column in TLS_COLUMNS:
                 cmd += ["--ssl-certfile", str(CERT), "--ssl-keyfile", str(KEY)]
             return cmd, "/healthz", env
         if flavor == "granian":
             cmd = [str(b / "granian"), "--interface", "asgi", "--host", host, "--port", str(port)]
             cmd += ["--loop", "uvloop", "--http", "1" if column.startswith("h1") else "2"]
-            cmd += ["--no-access-log", "--log-level", "warning"]
+            cmd += ["--no-access-log", "--log-level", "warning", *workers]
             if column in TLS_COLUMNS:
                 cmd += ["--ssl-certificate", str(CERT), "--ssl-keyfile", str(KEY)]
             return [*cmd, app], "/healthz", env
@@ -370,14 +440,20 @@ class Launcher:
                 cmd += ["--bind", f"{host}:{tls}", "--certfile", str(CERT), "--keyfile", str(KEY)]
                 if plain is not None:
                     cmd += ["--insecure-bind", f"{host}:{plain}"]
+                if quic is not None:
+                    cmd += ["--quic-bind", f"{host}:{quic}"]
             return [*cmd, "--log-level", "warning", app], "/healthz", env
         raise ValueError(f"unknown server {flavor!r}")
 
     def start(self, flavor: str, model: ModelSpec, columns: Sequence[str]) -> Server:
         ports = {}
-        plain, tls = free_port(), free_port()
+        plain, tls, udp = free_port(), free_port(), free_udp_port()
         for column in columns:
-            ports[column] = tls if column in TLS_COLUMNS else plain
+            ports[column] = udp if column in H3_STREAMS else tls if column in TLS_COLUMNS else plain
+        ready_column = columns[0]
+        if ready_column in H3_STREAMS:
+            ports["h1s"] = tls
+            ready_column = "h1s"
         cmd, ready_path, env = self.command(flavor, model, columns, ports)
         if self.args.server_cpu is not None:
             cmd = ["taskset", "-c", self.args.server_cpu, *cmd]
@@ -390,7 +466,9 @@ class Launcher:
             process = subprocess.Popen(
                 cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        return Server(flavor, tuple(columns), process, ports, log, ready_path, time.monotonic())
+        return Server(
+            flavor, tuple(columns), process, ports, log, ready_path, time.monotonic(), ready_column
+        )
 
     def read_log(self, server: Server) -> None:
         """Keep what a stopped server logged as an error (a rawserve bug shows
@@ -435,7 +513,21 @@ def fetch(
     url: str, column: str, body: bytes | None = None, timeout: float = 10
 ) -> tuple[int, bytes]:
     """One request with curl in ``column``'s protocol (granian's ``--http 2``
-    speaks nothing but HTTP/2): the status (0: no answer) and the body."""
+    speaks nothing but HTTP/2; HTTP/3 with tools/h3load.py): the status (0:
+    no answer) and the body."""
+    if column in H3_STREAMS:
+        split = urllib.parse.urlsplit(url)
+        with tempfile.NamedTemporaryFile(suffix=".json") as file:
+            file.write(body or b"")
+            file.flush()
+            cmd = [sys.executable, str(H3LOAD), str(split.port), "--once", "--path", split.path]
+            cmd += ["--body", file.name] if body is not None else []
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10)
+                answer = json.loads(done.stdout)
+            except (subprocess.TimeoutExpired, ValueError):
+                return 0, b""
+        return max(0, answer["status"]), answer["body"].encode()
     if column.startswith("h1"):
         headers = {"content-type": "application/json"} if body is not None else {}
         try:
@@ -453,7 +545,7 @@ def fetch(
 
 
 def wait_ready(server: Server, timeout_s: float) -> None:
-    column = server.columns[0]
+    column = server.ready_column or server.columns[0]
     url = server.url(column, server.ready_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -493,7 +585,13 @@ def running(
     by_cell: dict[tuple[str, str], Server] = {}
     try:
         for flavor, columns in wanted:
-            groups = [tuple(columns)] if FLAVORS[flavor].one_process else [(c,) for c in columns]
+            groups = [(c,) for c in columns]
+            if FLAVORS[flavor].one_process:
+                # HTTP/3 in a process of its own: with QUIC on, TLS answers
+                # carry Alt-Svc, and the CPU read is HTTP/3's alone.
+                tcp = tuple(c for c in columns if c not in H3_STREAMS)
+                udp = tuple(c for c in columns if c in H3_STREAMS)
+                groups = [g for g in (tcp, udp) if g]
             for group in groups:
                 server = launcher.start(flavor, model, group)
                 servers.append(server)
@@ -543,7 +641,12 @@ class Shape:
     def text(self, column: str) -> str:
         if column.startswith("h1"):
             return f"-c {self.h1_clients}"
+        if column in H3_STREAMS:
+            return f"h3load -c {self.h3_streams(column)}"
         return f"-c {self.h2_clients} -m {self.h2_streams}"
+
+    def h3_streams(self, column: str) -> int:
+        return H3_STREAMS[column] or self.h2_streams
 
 
 FINISHED = re.compile(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s")
@@ -659,7 +762,10 @@ def load(
     timeout_s: float,
 ) -> Run:
     """``requests`` requests, HTTP/2 ones in h2load runs of at most
-    H2_REQUESTS_PER_CONNECTION per connection; the server's CPU per request."""
+    H2_REQUESTS_PER_CONNECTION per connection, HTTP/3 ones by tools/h3load.py;
+    the server's CPU per request."""
+    if column in H3_STREAMS:
+        return load_h3(url, shape.h3_streams(column), body, requests, cpu, cpu_pids, timeout_s)
     per_run = requests
     if not column.startswith("h1"):
         per_run = H2_REQUESTS_PER_CONNECTION * shape.h2_clients
@@ -695,6 +801,47 @@ def load(
     )
 
 
+def load_h3(
+    url: str,
+    streams: int,
+    body: Path | None,
+    requests: int,
+    cpu: str | None,
+    cpu_pids: Sequence[int],
+    timeout_s: float,
+) -> Run:
+    """``requests`` requests on one QUIC connection, ``streams`` in flight, by
+    tools/h3load.py pinned on ``cpu``. It reads the server's CPU itself,
+    around the measured requests only (after its handshake and 20 warm-up
+    requests that are not counted), from the same /proc fields as
+    cpu_seconds."""
+    split = urllib.parse.urlsplit(url)
+    cmd = [sys.executable, str(H3LOAD), str(split.port), "--path", split.path, "--json"]
+    cmd += ["-n", str(requests), "-c", str(streams), "--warm-up", "20"]
+    cmd += ["--deadline", str(timeout_s)]
+    cmd += ["--body", str(body)] if body is not None else []
+    for pid in cpu_pids:
+        cmd += ["--pid", str(pid)]
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu, *cmd]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 30)
+        got = json.loads(done.stdout)
+    except (subprocess.TimeoutExpired, ValueError):
+        return Run(requests, 0.0, math.nan, math.nan, math.nan, failed=requests, note="h3load")
+    return Run(
+        requests=requests,
+        rps=got["rps"],
+        p50_ms=got["p50_ms"] if got["p50_ms"] is not None else math.nan,
+        p99_ms=got["p99_ms"] if got["p99_ms"] is not None else math.nan,
+        cpu_us=got["cpu_us"] if got["cpu_us"] is not None else math.nan,
+        succeeded=got["answered"] - got["non_2xx"],
+        failed=got["failed"],
+        non_2xx=got["non_2xx"],
+        note=got["note"],
+    )
+
+
 # -- metrics scraped from rawserve and Redis ------------------------------------------
 
 
@@ -710,7 +857,7 @@ def prom_values(text: str, name: str) -> dict[str, float]:
 
 def rawserve_counters(server: Server) -> dict[str, float]:
     """Items run by the model, and cache lookups by outcome."""
-    _, text = http(server.url(server.columns[0], "/metrics"))
+    _, text = http(server.url(server.ready_column or server.columns[0], "/metrics"))
     metrics = text.decode()
     items = sum(prom_values(metrics, "rawserve_batch_size_sum").values())
     batches = sum(prom_values(metrics, "rawserve_batch_size_count").values())
@@ -893,7 +1040,8 @@ class Bench:
             def one(cell: Cell, n: int) -> Run:
                 server = servers[(cell.flavor, cell.column)]
                 pids = [server.process.pid, *extra_pids]
-                rawserve = cell.flavor.startswith("rawserve")
+                # Several workers would each answer /metrics for themselves.
+                rawserve = cell.flavor.startswith("rawserve") and cell.flavor not in WORKERS
                 before = rawserve_counters(server) if rawserve else {}
                 redis0 = redis_info(on_redis) if on_redis and "redis" in cell.flavor else {}
                 run = load(
@@ -970,14 +1118,97 @@ class Bench:
         progress_line("== A: digits, POST /predict, JSON in and out, four columns")
         wanted = []
         for flavor in self.flavors(("rawserve", *PEER_FLAVORS)):
-            columns = [c for c in FLAVORS[flavor].columns if c in self.args.columns]
+            columns = [
+                c for c in FLAVORS[flavor].columns if c in self.args.columns and c in TCP_COLUMNS
+            ]
             if columns:
                 wanted.append((flavor, columns))
         shape = Shape(16, 1, 16)
         warm = 100 if self.args.quick else 1000
         floor = 200 if self.args.quick else 2000
         cells = self.compare("A", MODELS["digits"], wanted, shape, warm_requests=warm, floor=floor)
-        self.report["scenarios"]["A"] = summarize(cells, list(COLUMNS))
+        self.report["scenarios"]["A"] = summarize(cells, list(TCP_COLUMNS))
+
+    def scenario_h3(self) -> None:
+        """A's request over HTTP/3: one QUIC connection, 16 streams in flight
+        and one at a time, rawserve and FastAPI on hypercorn (--quic-bind),
+        both driven by tools/h3load.py."""
+        progress_line("== h3: digits, POST /predict over HTTP/3, 16 streams and one at a time")
+        wanted = []
+        for flavor in self.flavors(("rawserve", "hypercorn")):
+            columns = [c for c in H3_STREAMS if c in self.args.columns]
+            if columns:
+                wanted.append((flavor, columns))
+        # Requests per run from the warm-up rate, as for h2load; the floor
+        # keeps a p99 from resting on a handful of requests.
+        warm, floor = (50, 100) if self.args.quick else (300, 1000)
+        cells = self.compare(
+            "h3", MODELS["digits"], wanted, Shape(16, 1, 16), warm_requests=warm, floor=floor
+        )
+        self.report["scenarios"]["h3"] = summarize(cells, list(H3_STREAMS))
+
+    def scenario_workers(self) -> None:
+        """A over HTTP/1.1 and h2c against N server processes, unpinned: on a
+        2-core machine the workers and h2load share both cores."""
+        progress_line("== workers: digits over HTTP/1.1 and h2c, --workers 1 and 2, unpinned")
+        candidates = []
+        if "rawserve" in self.args.servers:
+            candidates += ["rawserve-w1", "rawserve-w2"]
+        candidates += [f"{p}-w2" for p in ("uvicorn", "granian") if p in self.args.servers]
+        model = MODELS["digits"]
+        every_cpu = ",".join(str(c) for c in range(os.cpu_count() or 1))
+        pinned = self.args.server_cpu, self.args.client_cpu
+        refused: dict[str, str] = {}
+        wanted = []
+        try:
+            if pinned != (None, None):
+                # taskset over every core: this process may itself be pinned,
+                # and its children would inherit that.
+                self.args.server_cpu = self.args.client_cpu = every_cpu
+            for flavor in candidates:
+                why = self.refusal(flavor, model) if flavor.startswith("rawserve") else ""
+                if why:
+                    refused[flavor] = why
+                    progress_line(f"   {flavor} refused to start: {why}")
+                    continue
+                columns = [c for c in FLAVORS[flavor].columns if c in ("h1", "h2c")]
+                wanted.append((flavor, columns))
+            # h2c from 4 connections: SO_REUSEPORT spreads connections, not
+            # streams, so one connection would reach one worker.
+            shape = Shape(16, 4, 16)
+            warm, floor = (100, 200) if self.args.quick else (1000, 2000)
+            cells = []
+            if wanted:
+                cells = self.compare(
+                    "workers", model, wanted, shape, warm_requests=warm, floor=floor
+                )
+        finally:
+            self.args.server_cpu, self.args.client_cpu = pinned
+        result = summarize(cells, ["h1", "h2c"], baseline="rawserve-w2")
+        result["refused"] = refused
+        result["cpus"] = os.cpu_count()
+        result["scaling"] = {}
+        for column in ("h1", "h2c"):
+            one = next((c for c in cells if c.flavor == "rawserve-w1" and c.column == column), None)
+            two = next((c for c in cells if c.flavor == "rawserve-w2" and c.column == column), None)
+            if one is not None and two is not None:
+                ratios = [b.rps / a.rps for a, b in zip(one.runs, two.runs, strict=False) if a.rps]
+                if ratios:
+                    result["scaling"][column] = {
+                        "ratio": statistics.median(ratios),
+                        "range": [min(ratios), max(ratios)],
+                    }
+        self.report["scenarios"]["workers"] = result
+
+    def refusal(self, flavor: str, model: ModelSpec) -> str:
+        """Why ``flavor`` does not start (rawserve refused ``--workers 2``
+        before issue 17 landed it), or "" when it serves."""
+        try:
+            with running(self.launcher, model, [(flavor, ["h1"])]):
+                return ""
+        except RuntimeError as exc:
+            lines = [line for line in str(exc).splitlines()[1:] if line.strip()]
+            return lines[-1][:300] if lines else str(exc)[:300]
 
     def scenario_batching(self, scenario: str, model: ModelSpec) -> None:
         progress_line(f"== {scenario}: {model.description}, 64 clients with one item each")
@@ -1306,6 +1537,13 @@ class Bench:
                 self.scenario_cache()
             elif scenario == "push":
                 self.scenario_push()
+            elif scenario == "h3":
+                self.scenario_h3()
+            elif scenario == "workers":
+                self.scenario_workers()
+            if scenario in self.report["scenarios"]:
+                # The machine is shared: how busy it was, beside the figures.
+                self.report["scenarios"][scenario]["load"] = os.getloadavg()
             progress_line(f"   {scenario} took {time.monotonic() - started:.0f} s")
 
 
@@ -1464,7 +1702,9 @@ def ratio(value: float, low_high: Sequence[float] = ()) -> str:
     return text
 
 
-def comparison_table(result: dict[str, Any], columns: Sequence[str], batching: bool) -> list[str]:
+def comparison_table(
+    result: dict[str, Any], columns: Sequence[str], batching: bool = False
+) -> list[str]:
     head = "| column | server | req/s | p50 ms | p99 ms | server CPU µs/req |"
     rule = "|---|---|---:|---:|---:|---:|"
     if batching:
@@ -1566,15 +1806,20 @@ def judge(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
-    m = report["machine"]
-    s = report["scenarios"]
-    out = [
-        BEGIN,
-        "",
-        "## Side by side (tools/bench.py)"
-        + (" — QUICK SMOKE RUN, not a measurement" if m["quick"] else ""),
-        "",
+def markers(block: str) -> tuple[str, str]:
+    """The comments around a generated block of docs/BENCHMARKS.md: the
+    classic scenarios' ("main"), or one of OWN_BLOCK's."""
+    if block == "main":
+        return BEGIN, END
+    return (
+        f"<!-- tools/bench.py {block}: begin (generated; edit the tool, not this) -->",
+        f"<!-- tools/bench.py {block}: end -->",
+    )
+
+
+def run_header(m: dict[str, Any], pinning: str = "") -> list[str]:
+    """Which run, on what machine, with what software: at the top of every block."""
+    return [
         f"Run {m['date']}: `{m['command']}`",
         "",
         f"- Machine: {m['cpus']} CPUs ({m['cpu']}), {m['kernel']}, Python {m['python']}, "
@@ -1591,10 +1836,40 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
         "- Peers (.venv-bench): "
         + (", ".join(f"{k} {v}" for k, v in m["peer_versions"].items()) or "none")
         + ".",
-        f"- Servers on CPU {m['server_cpu']}, h2load on CPU {m['client_cpu']} (taskset); "
-        f"{m['rounds']} interleaved rounds, medians; ratios are medians of per-round ratios "
+        "- "
+        + (
+            pinning
+            or f"Servers on CPU {m['server_cpu']}, load clients on CPU {m['client_cpu']} (taskset)"
+        )
+        + f"; {m['rounds']} interleaved rounds, medians; ratios are medians of per-round ratios "
         "(range in brackets).",
         "",
+    ]
+
+
+def documents(report: dict[str, Any], images: dict[str, str]) -> dict[str, str]:
+    """The generated blocks of this run, by name (see markers)."""
+    s = report["scenarios"]
+    out = {}
+    if any(name not in OWN_BLOCK for name in s):
+        out["main"] = markdown(report, images)
+    if "h3" in s:
+        out["h3"] = markdown_h3(report, images)
+    if "workers" in s:
+        out["workers"] = markdown_workers(report)
+    return out
+
+
+def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
+    m = report["machine"]
+    s = {k: v for k, v in report["scenarios"].items() if k not in OWN_BLOCK}
+    out = [
+        BEGIN,
+        "",
+        "## Side by side (tools/bench.py)"
+        + (" — QUICK SMOKE RUN, not a measurement" if m["quick"] else ""),
+        "",
+        *run_header(m),
     ]
     if "A" in s:
         a = s["A"]
@@ -1726,7 +2001,7 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
                 f"| {name} | {row['median_ms']:.1f} | {row['min_ms']:.1f} | {row['max_ms']:.1f} |"
             )
         out.append("")
-    errors = error_lines(report)
+    errors = error_lines(report, [k for k in report["scenarios"] if k not in OWN_BLOCK])
     out += ["### Errors", "", *(errors or ["No request failed or was answered non-2xx."]), ""]
     findings = report.get("server_log_errors") or []
     out += [
@@ -1737,9 +2012,130 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def error_lines(report: dict[str, Any]) -> list[str]:
+def markdown_h3(report: dict[str, Any], images: dict[str, str]) -> str:
+    m = report["machine"]
+    h = report["scenarios"]["h3"]
+    begin, end = markers("h3")
+    out = [
+        begin,
+        "",
+        "### HTTP/3: A's request over QUIC (tools/bench.py --scenarios h3)"
+        + (" — QUICK SMOKE RUN, not a measurement" if m["quick"] else ""),
+        "",
+        *run_header(m),
+        "Load client: tools/h3load.py (aioquic), one QUIC connection per run, 16 requests in "
+        "flight (16 streams) or one at a time, pinned like h2load; it reads the server's CPU "
+        "(process tree, /proc) around the measured requests only. A Python QUIC client "
+        "saturates near 1,200-2,500 req/s on a core, so req/s is the client's limit and "
+        "**server CPU per request** is the figure that compares servers. FastAPI on hypercorn "
+        "runs tools/peers/fastapi_app.py with `--quic-bind`. Load average at the end of the "
+        f"scenario: {', '.join(f'{v:.2f}' for v in h.get('load', m['load']))}"
+        + (" (a busy machine: other work shared both cores)." if busy(h, m) else "."),
+        "",
+        *comparison_table(h, [c for c in H3_STREAMS if any(x["column"] == c for x in h["cells"])]),
+        "",
+        "| column | rawserve CPU µs/req | hypercorn CPU µs/req | hypercorn / rawserve, "
+        "per-round median (range) | target: rawserve at most half of hypercorn's | met |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for column, c in h["columns"].items():
+        mine = cell_of(h, "rawserve", column)
+        peer = cell_of(h, c["leanest_peer"], column)
+        met = c["cpu_ratio"] >= 2
+        out.append(
+            f"| {COLUMNS[column]} | {fmt(mine.get('cpu_us', math.nan))} | "
+            f"{fmt(peer.get('cpu_us', math.nan))} | {ratio(c['cpu_ratio'], c['cpu_ratio_range'])} "
+            f"| ≥ 2.00x | {'yes' if met else 'no'} |"
+        )
+    out.append("")
+    if "h3" in images:
+        out += [f"![HTTP/3: server CPU per request]({images['h3']})", ""]
+    errors = error_lines(report, ["h3"])
+    out += [
+        "Errors: " + (" ".join(errors) if errors else "no request failed or was answered non-2xx."),
+        "",
+        end,
+    ]
+    return "\n".join(out) + "\n"
+
+
+def markdown_workers(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    w = report["scenarios"]["workers"]
+    begin, end = markers("workers")
+    cpus = w.get("cpus", m["cpus"])
+    out = [
+        begin,
+        "",
+        "### Workers: A with N server processes (tools/bench.py --scenarios workers)"
+        + (" — QUICK SMOKE RUN, not a measurement" if m["quick"] else ""),
+        "",
+        *run_header(
+            m,
+            f"Servers and h2load unpinned (taskset over all {cpus} CPUs): on this "
+            f"{cpus}-core machine h2load, the workers and anything else running share the "
+            "cores, so two workers cannot double the rate, and h2load's own CPU is taken from "
+            "them",
+        ),
+        f"HTTP/1.1 `-c 16` as in A; h2c from 4 connections x 16 streams (SO_REUSEPORT spreads "
+        "connections, not streams: A's one connection would reach one worker). Server CPU per "
+        "request is the whole process tree's (supervisor and workers). Load average at the end "
+        f"of the scenario: {', '.join(f'{v:.2f}' for v in w.get('load', m['load']))}"
+        + (" (a busy machine: other work shared both cores)." if busy(w, m) else "."),
+        "",
+    ]
+    for flavor, why in w.get("refused", {}).items():
+        out += [f"- {FLAVORS[flavor].label}: refused to start: `{why}`", ""]
+    if w["cells"]:
+        out += [*comparison_table(w, ["h1", "h2c"]), ""]
+    if w.get("scaling") or w.get("columns"):
+        out += [
+            "| column | rawserve --workers 2 / --workers 1, rps | best peer with 2 workers | "
+            "rawserve --workers 2 / best peer, rps | CPU per request, leanest peer / rawserve |",
+            "|---|---:|---|---:|---:|",
+        ]
+        for column in ("h1", "h2c"):
+            scale = w.get("scaling", {}).get(column)
+            c = w.get("columns", {}).get(column)
+            if scale is None and c is None:
+                continue
+            out.append(
+                f"| {COLUMNS[column]} | "
+                + (ratio(scale["ratio"], scale["range"]) if scale else "—")
+                + " | "
+                + (
+                    f"{FLAVORS[c['best_peer']].label} | "
+                    f"{ratio(c['rps_ratio'], c['rps_ratio_range'])} | "
+                    f"{ratio(c['cpu_ratio'], c['cpu_ratio_range'])} |"
+                    if c
+                    else "— | — | — |"
+                )
+            )
+        out.append("")
+    errors = error_lines(report, ["workers"])
+    out += [
+        "Errors: " + (" ".join(errors) if errors else "no request failed or was answered non-2xx."),
+        "",
+        end,
+    ]
+    return "\n".join(out) + "\n"
+
+
+def cell_of(result: dict[str, Any], flavor: str, column: str) -> dict[str, Any]:
+    return next((c for c in result["cells"] if c["flavor"] == flavor and c["column"] == column), {})
+
+
+def busy(result: dict[str, Any], m: dict[str, Any]) -> bool:
+    """More runnable work than this run's own two processes (server and client)."""
+    load = result.get("load", m["load"])
+    return bool(load[0] > 2.5)
+
+
+def error_lines(report: dict[str, Any], only: Sequence[str] | None = None) -> list[str]:
     lines = []
     for name, result in report["scenarios"].items():
+        if only is not None and name not in only:
+            continue
         for cell in result.get("cells", []):
             for i, run in enumerate(cell["runs"]):
                 if run["failed"] or run["errored"] or run["timeout"] or run["non_2xx"]:
@@ -1792,12 +2188,12 @@ def plots(report: dict[str, Any], directory: Path) -> dict[str, str]:
 
     if "A" in s:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        bars(axes[0], s["A"], "rps", list(COLUMNS), "A (digits): requests/s, higher is better")
+        bars(axes[0], s["A"], "rps", TCP_COLUMNS, "A (digits): requests/s, higher is better")
         bars(
             axes[1],
             s["A"],
             "cpu_us",
-            list(COLUMNS),
+            TCP_COLUMNS,
             "A: server CPU µs per request, lower is better",
         )
         axes[0].legend(fontsize=7)
@@ -1852,16 +2248,32 @@ def plots(report: dict[str, Any], directory: Path) -> dict[str, str]:
         fig.savefig(directory / "bench-cache.png", dpi=100)
         plt.close(fig)
         made["cache"] = "bench-cache.png"
+    if "h3" in s and s["h3"]["cells"]:
+        h = s["h3"]
+        columns = [c for c in H3_STREAMS if any(x["column"] == c for x in h["cells"])]
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        bars(ax, h, "cpu_us", columns, "HTTP/3, digits: server CPU µs per request, lower is better")
+        for j, column in enumerate(columns):
+            peer = cell_of(h, "hypercorn", column)
+            if peer:
+                label = "target: half of hypercorn's" if j == 0 else None
+                ax.hlines(peer["cpu_us"] / 2, j - 0.4, j + 0.8, colors="red", ls="--", label=label)
+        ax.set_ylabel("µs of server CPU per request")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(directory / "bench-h3.png", dpi=100)
+        plt.close(fig)
+        made["h3"] = "bench-h3.png"
     return made
 
 
-def write_doc(path: Path, text: str) -> None:
-    """Replace the generated part of ``path`` (between the markers), keeping
-    what people wrote around it; append it when there is none yet."""
+def write_doc(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace a generated part of ``path`` (between ``begin`` and ``end``),
+    keeping what people wrote around it; append it when there is none yet."""
     old = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        _, tail = rest.split(end, 1)
         path.write_text(head + text.rstrip("\n") + tail)
     else:
         path.write_text(old.rstrip("\n") + "\n\n" + text)
@@ -1981,10 +2393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = plots(report, args.img_dir) if args.img_dir else {}
     where = args.doc.parent if args.doc else Path.cwd()
     images = {k: os.path.relpath(args.img_dir / v, where) for k, v in images.items()}
-    text = markdown(report, images)
+    blocks = documents(report, images)
+    text = "\n".join(blocks.values())
     if args.doc:
-        write_doc(args.doc, text)
-        progress_line(f"wrote {args.doc}")
+        for name, block in blocks.items():
+            write_doc(args.doc, block, *markers(name))
+        progress_line(f"wrote {args.doc} ({', '.join(blocks)})")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
     print(text)
