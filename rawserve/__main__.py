@@ -349,10 +349,6 @@ def build_config(namespace: argparse.Namespace) -> Config:
         name, _, directory = text.partition("=")
         if not Path(text).is_dir() and not (name and directory and Path(directory).is_dir()):
             raise ConfigError(f"--model-dir {text!r}: no such directory")
-    # PENDING(issue 17): until the supervisor and the model repository land,
-    # say so rather than accept flags that do nothing.
-    if options["workers"] != 1:
-        raise ConfigError("--workers: only 1 is supported so far (issue 17)")
     if not options["host"]:
         raise ConfigError("--host must not be empty")
     return Config().with_options(**options)
@@ -434,14 +430,21 @@ def _serve_command(args: list[str]) -> int:
     from rawserve.serving.server import resolve_loop, run
 
     config = config.with_options(loop=resolve_loop(config.loop))
-    if namespace.app:
-        app = load_app(namespace.app)
-    else:
+
+    def make_app() -> Any:
+        if namespace.app:
+            return load_app(namespace.app)
         from rawserve.inference.app import create_app
 
-        app = create_app(config.inference, graceful_timeout_s=config.graceful_timeout_s)
+        return create_app(config.inference, graceful_timeout_s=config.graceful_timeout_s)
+
     try:
-        run(app, config)
+        if config.workers != 1:
+            from rawserve.serving import workers
+
+            # Each worker makes its own app (engine, models) after the fork.
+            return workers.run(make_app, config)
+        run(make_app(), config)
     except OSError as exc:
         # server.run turns bind failures into ConfigError; anything else the OS
         # refuses is still the operator's to fix, not a crash.

@@ -84,6 +84,7 @@ LAYERS: dict[str, str] = {
     "serving.quic": L3,
     "serving.server": L3,
     "serving.tls": L3,
+    "serving.workers": L3,
     # The package facade re-exports run() and Server, so it sits on top.
     "": L3,
     "__main__": L3,

@@ -24,7 +24,9 @@ __all__ = [
     "Histogram",
     "Registry",
     "exponential_buckets",
+    "label_samples",
     "linear_buckets",
+    "merge_expositions",
 ]
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
@@ -386,6 +388,10 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._families: dict[str, Counter | Gauge | Histogram] = {}
+        # One of several worker processes (share()): its label value, and
+        # where the other workers' latest expositions come from.
+        self._worker: str | None = None
+        self._peers: Callable[[], Iterable[bytes]] | None = None
 
     def _add(self, family: Counter | Gauge | Histogram) -> None:
         # The names each family writes, so a histogram "x" and a gauge "x_count"
@@ -437,7 +443,70 @@ class Registry:
             self._families.pop(name, None)
 
     def render(self) -> bytes:
-        """Every family in the text exposition format 0.0.4."""
+        """Every family in the text exposition format 0.0.4; for one worker
+        of several (``share``), every worker's series, each labelled."""
+        if self._worker is None or self._peers is None:
+            return self.render_own()
+        return merge_expositions([self.render_own(), *self._peers()])
+
+    def render_own(self) -> bytes:
+        """This process's families only (labelled with its worker, if shared)."""
         with self._lock:
             families = list(self._families.values())
-        return "".join(f.render() for f in families).encode("utf-8")
+        text = "".join(f.render() for f in families).encode("utf-8")
+        if self._worker is not None:
+            text = label_samples(text, "worker", self._worker)
+        return text
+
+    def share(self, worker: str, peers: Callable[[], Iterable[bytes]]) -> None:
+        """Serve as one of several worker processes: every sample gets a
+        ``worker`` label, and ``render`` adds the expositions ``peers()``
+        returns (the other workers' ``render_own``), family by family, so
+        that a scrape reaching any worker sees them all."""
+        self._worker = worker
+        self._peers = peers
+
+
+def label_samples(text: bytes, name: str, value: str) -> bytes:
+    """``text`` (an exposition) with the label ``name="value"`` first on every sample."""
+    label = f'{name}="{_escape_label(value)}"'.encode()
+    out = []
+    for line in text.split(b"\n"):
+        brace = line.find(b"{")
+        space = line.find(b" ")
+        if not line or line.startswith(b"#") or space == -1:
+            out.append(line)
+            continue
+        if brace != -1 and (space == -1 or brace < space):
+            rest = line[brace + 1 :]
+            sep = b"" if rest.startswith(b"}") else b","
+            out.append(line[: brace + 1] + label + sep + rest)
+        else:
+            out.append(line[:space] + b"{" + label + b"}" + line[space:])
+    return b"\n".join(out)
+
+
+def merge_expositions(texts: Iterable[bytes]) -> bytes:
+    """Several expositions of the same families (one per worker) as one: each
+    family's HELP and TYPE once, then its samples from every text in turn (the
+    format wants a family's lines together)."""
+    heads: dict[bytes, list[bytes]] = {}
+    samples: dict[bytes, list[bytes]] = {}
+    for text in texts:
+        family: bytes | None = None
+        for line in text.split(b"\n"):
+            if not line:
+                continue
+            if line.startswith(b"# HELP ") or line.startswith(b"# TYPE "):
+                family = line.split(b" ", 3)[2]
+                head = heads.setdefault(family, [])
+                samples.setdefault(family, [])
+                if len(head) < 2 and line not in head:
+                    head.append(line)
+            elif family is not None and not line.startswith(b"#"):
+                samples[family].append(line)
+    out = bytearray()
+    for family, head in heads.items():
+        for line in (*head, *samples[family]):
+            out += line + b"\n"
+    return bytes(out)

@@ -12,6 +12,14 @@ Datagrams reach connections by destination connection ID, including the IDs
 a connection issues later (migration); unknown Initial packets make new
 connections, after a Retry round trip with ``--quic-retry``. Each connection
 owns one timer, set from the adapter's ``get_timer()`` after every flush.
+
+Several worker processes (``--workers``, serving/workers.py) share the UDP
+port with SO_REUSEPORT, and the kernel picks a socket by the client's
+address: a client whose address changes lands on another worker. So, with a
+``Steering``, every connection ID a worker issues starts with its index, and
+a datagram whose connection ID names another worker is forwarded to that
+worker over a Unix datagram socket, with the client's address; the owner
+answers from its own socket on the same port.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aioquic._buffer import Buffer
@@ -55,6 +65,82 @@ MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65_000
 # Session tickets kept for resumption (each single-use: 0-RTT anti-replay).
 MAX_TICKETS = 10_000
+# Connection IDs across workers: the worker's index (2 bytes, up to 65535
+# workers) and 8 random bytes, as unguessable as aioquic's own 8.
+WORKER_ID_BYTES = 2
+STEERED_CID_LENGTH = WORKER_ID_BYTES + 8
+
+
+@dataclass
+class Steering:
+    """What one worker of several needs for QUIC (made by the supervisor
+    before the workers start, so that every worker has the same): its index,
+    the Unix datagram sockets to each worker (``outboxes[i]`` reaches worker
+    ``i``; None for itself), its own ``inbox``, and the Retry token handler
+    whose key every worker shares, so that a token validates on any of them."""
+
+    index: int
+    count: int
+    inbox: socket.socket
+    outboxes: Sequence[socket.socket | None]
+    retry: QuicRetryTokenHandler | None = None
+
+    @property
+    def prefix(self) -> bytes:
+        return self.index.to_bytes(WORKER_ID_BYTES, "big")
+
+    def owner(self, cid: bytes) -> int | None:
+        """The worker whose connection ID this is, if it names one."""
+        if len(cid) != STEERED_CID_LENGTH:
+            return None
+        worker = int.from_bytes(cid[:WORKER_ID_BYTES], "big")
+        return worker if worker < self.count else None
+
+
+def pack_forwarded(data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> bytes:
+    """A datagram and its client's address, as one Unix datagram."""
+    host = addr[0].partition("%")[0]
+    if len(addr) == 2:
+        return b"\x04" + struct.pack("!H", addr[1]) + socket.inet_pton(socket.AF_INET, host) + data
+    flowinfo, scope = addr[2], addr[3]
+    return (
+        b"\x06"
+        + struct.pack("!H", addr[1])
+        + socket.inet_pton(socket.AF_INET6, host)
+        + struct.pack("!II", flowinfo, scope)
+        + data
+    )
+
+
+def unpack_forwarded(msg: bytes) -> tuple[bytes, tuple[str, int] | tuple[str, int, int, int]]:
+    (port,) = struct.unpack_from("!H", msg, 1)
+    if msg[:1] == b"\x04":
+        return msg[7:], (socket.inet_ntop(socket.AF_INET, msg[3:7]), port)
+    if msg[:1] == b"\x06":
+        flowinfo, scope = struct.unpack_from("!II", msg, 19)
+        return msg[27:], (socket.inet_ntop(socket.AF_INET6, msg[3:19]), port, flowinfo, scope)
+    raise ValueError("not a forwarded datagram")
+
+
+def claim_connection_ids(adapter: H3Connection, prefix: bytes) -> None:
+    """Make every connection ID the connection issues start with ``prefix``.
+    aioquic draws them from os.urandom with no hook, so the first one (made
+    in its constructor, before any packet) is replaced and the refill that
+    issues the later ones is wrapped (private parts; aioquic is pinned)."""
+    quic = adapter._quic
+    first = quic._host_cids[0]
+    first.cid = prefix + os.urandom(STEERED_CID_LENGTH - len(prefix))
+    quic.host_cid = first.cid
+    quic._local_initial_source_connection_id = first.cid
+    refill = quic._replenish_connection_ids
+
+    def replenish() -> None:
+        known = len(quic._host_cids)
+        refill()
+        for issued in quic._host_cids[known:]:
+            issued.cid = prefix + os.urandom(STEERED_CID_LENGTH - len(prefix))
+
+    quic._replenish_connection_ids = replenish  # type: ignore[method-assign]
 
 
 class SessionTickets:
@@ -83,19 +169,33 @@ class QUICListener:
         configuration: QuicConfiguration,
         *,
         retry: bool = False,
+        steering: Steering | None = None,
     ) -> None:
         self.server = server
         self.sock = sock
         self.configuration = configuration
         self.loop = asyncio.get_running_loop()
         self.connections: dict[bytes, QUICConnection] = {}
+        # Per process: a ticket is single-use (0-RTT anti-replay), which one
+        # store shared by workers could only promise with a lock across them.
         self.tickets = SessionTickets()
-        self._retry = QuicRetryTokenHandler() if retry else None
+        self.steering = steering
+        # Datagrams handed to their owner worker, and taken from the others.
+        self.forwarded_out = 0
+        self.forwarded_in = 0
+        if steering is not None:
+            configuration.connection_id_length = STEERED_CID_LENGTH
+            self._retry = steering.retry if retry else None
+        else:
+            self._retry = QuicRetryTokenHandler() if retry else None
         self._touched: list[QUICConnection] = []
         self._closed = False
         self._gso = sys.platform == "linux"
         sock.setblocking(False)
         self.loop.add_reader(sock.fileno(), self._read_ready)
+        if steering is not None:
+            steering.inbox.setblocking(False)
+            self.loop.add_reader(steering.inbox.fileno(), self._inbox_ready)
         # aioquic logs every connection's ALPN and close at INFO (and every
         # packet at DEBUG): one server's worth of that is noise. A level set
         # for "quic" by the embedding application is kept.
@@ -118,6 +218,8 @@ class QUICListener:
         if self.sock.fileno() >= 0:
             self.loop.remove_reader(self.sock.fileno())
             self.sock.close()
+        if self.steering is not None and self.steering.inbox.fileno() >= 0:
+            self.loop.remove_reader(self.steering.inbox.fileno())
 
     # -- reading -------------------------------------------------------------------
 
@@ -135,12 +237,35 @@ class QUICListener:
                 self._datagram(data, addr)
             except Exception:
                 log.exception("HTTP/3 datagram handling failed")
+        self._flush_touched()
+
+    def _inbox_ready(self) -> None:
+        """Datagrams another worker received for connections of this one."""
+        assert self.steering is not None
+        recv = self.steering.inbox.recv
+        for _ in range(MAX_BURST):
+            try:
+                msg = recv(MAX_DATAGRAM + 32)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.debug("forwarded datagram receive error: %s", exc)
+                break
+            try:
+                data, addr = unpack_forwarded(msg)
+                self.forwarded_in += 1
+                self._datagram(data, addr, forwarded=True)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("forwarded HTTP/3 datagram handling failed")
+        self._flush_touched()
+
+    def _flush_touched(self) -> None:
         touched, self._touched = self._touched, []
         for conn in touched:
             conn.pending = False
             conn._flush()
 
-    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _datagram(self, data: bytes, addr: tuple[str, int], *, forwarded: bool = False) -> None:
         buf = Buffer(data=data)
         try:
             header = pull_quic_header(buf, host_cid_length=self.configuration.connection_id_length)
@@ -148,6 +273,16 @@ class QUICListener:
             return
         conn = self.connections.get(header.destination_cid)
         if conn is None:
+            steering = self.steering
+            if steering is not None and not forwarded:
+                # Another worker's connection (the client's address changed,
+                # so the kernel picked this socket): hand it over. An Initial
+                # whose random ID happens to read as a worker's goes there
+                # too, which keeps every datagram with one ID on one worker.
+                owner = steering.owner(header.destination_cid)
+                if owner is not None and owner != steering.index:
+                    self._forward(owner, data, addr)
+                    return
             conn = self._accept(data, addr, header)
             if conn is None:
                 return
@@ -234,6 +369,22 @@ class QUICListener:
         conn.cids.update((dcid, conn.adapter.host_cid))
         self.server.track(conn.run())
         return conn
+
+    def _forward(self, owner: int, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.steering is not None
+        outbox = self.steering.outboxes[owner]
+        if outbox is None:
+            return
+        try:
+            outbox.send(pack_forwarded(data, addr))
+        except (BlockingIOError, InterruptedError):
+            # The owner is behind (or restarting): a lost datagram, which
+            # QUIC's loss recovery sends again.
+            return
+        except OSError as exc:
+            log.debug("cannot forward a datagram to worker %d: %s", owner, exc)
+            return
+        self.forwarded_out += 1
 
     # -- writing -------------------------------------------------------------------
 
@@ -324,6 +475,8 @@ class QUICConnection(StreamConnection):
             session_ticket_handler=listener.tickets.add,
             server_header=server_header,
         )
+        if listener.steering is not None:
+            claim_connection_ids(self.adapter, listener.steering.prefix)
         self.server.connections.add(self)
 
     # -- datagrams in ----------------------------------------------------------------
@@ -442,11 +595,14 @@ def quic_configuration(
     return cfg
 
 
-def bind_udp(host: str, port: int) -> socket.socket:
-    """A non-blocking UDP socket on ``host:port`` (OSError if it cannot bind)."""
+def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking UDP socket on ``host:port`` (OSError if it cannot bind);
+    with ``reuse_port``, one of several sharing the port (worker processes)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))

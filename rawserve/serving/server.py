@@ -12,10 +12,12 @@ import contextlib
 import errno
 import logging
 import signal
+import socket
 import ssl
 import sys
+from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rawserve.core.config import Config
 from rawserve.core.errors import ConfigError
@@ -24,7 +26,60 @@ from rawserve.serving.pressure import Pressure
 from rawserve.serving.stream import App
 from rawserve.serving.tcp import TCPConnection
 
+if TYPE_CHECKING:
+    from rawserve.serving.quic import Steering
+
 log = logging.getLogger("rawserve.serving")
+
+
+@dataclass
+class Listeners:
+    """Sockets bound elsewhere (the worker supervisor, serving/workers.py) for
+    a Server to serve on instead of binding its own: cleartext and TLS
+    listening TCP sockets (one per address of the host) and the QUIC socket."""
+
+    http: list[socket.socket] = field(default_factory=list)
+    https: list[socket.socket] = field(default_factory=list)
+    quic: socket.socket | None = None
+
+
+# Connections the kernel queues on a listener before one is accepted.
+BACKLOG = 2048
+
+
+def bind_quic(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """The UDP socket for HTTP/3 on ``host:port``; ConfigError (one line) if
+    the port is taken or cannot be had."""
+    from rawserve.serving import quic
+
+    try:
+        return quic.bind_udp(host, port, reuse_port=reuse_port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"UDP port {port} on {host} (HTTP/3) is already in use; "
+                "--quic-port 0 turns HTTP/3 off"
+            ) from None
+        raise ConfigError(
+            f"cannot listen for HTTP/3 on UDP {host}:{port}: {exc.strerror}"
+        ) from None
+
+
+def resolve_certificate(cfg: Config) -> tuple[str, str]:
+    """The certificate and key to serve TLS with: the configured pair, else
+    the development certificate (generated on first use, with a warning)."""
+    from rawserve.serving import tls
+
+    if cfg.certfile and cfg.keyfile:
+        return cfg.certfile, cfg.keyfile
+    cert_path, key_path, generated = tls.ensure_dev_certificate(cfg.certs_dir)
+    log.warning(
+        "%s development certificate %s for localhost, 127.0.0.1 and ::1: "
+        "for development only; pass --certfile/--keyfile in production",
+        "generated" if generated else "using",
+        cert_path,
+    )
+    return str(cert_path), str(key_path)
 
 
 class _Clock:
@@ -46,9 +101,21 @@ class Server:
     """Run an app: ``async with Server(app, config) as server:`` binds, runs the
     app's startup, and on exit shuts down gracefully."""
 
-    def __init__(self, app: App, config: Config | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        config: Config | None = None,
+        *,
+        listeners: Listeners | None = None,
+        steering: Steering | None = None,
+    ) -> None:
         self.app = app
         self.config = config or Config()
+        # Given sockets (a worker process): served as they are, never bound here.
+        self._given = listeners
+        # QUIC across worker processes: connection IDs naming this worker, and
+        # datagrams for another worker's connections forwarded to it.
+        self.steering = steering
         self.connections: set[StreamConnection] = set()
         self.clock = _Clock()
         self.http_port: int | None = None
@@ -103,6 +170,10 @@ class Server:
         if bind is not None:
             bind(self.stats)
         try:
+            given = self._given
+            if given is not None:
+                await self._serve_given(loop, given, ssl_context)
+                return
             if cfg.http_port >= 0:
                 srv = await self._listen(loop, cfg.http_port, None)
                 self.http_port = srv.sockets[0].getsockname()[1]
@@ -119,22 +190,29 @@ class Server:
             await self._close_listeners()
             raise
 
-    def _listen_quic(self, port: int) -> None:
+    async def _serve_given(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        given: Listeners,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        for sock in given.http:
+            srv = await self._listen(loop, 0, None, sock)
+            self.http_port = srv.sockets[0].getsockname()[1]
+        if ssl_context is not None:
+            for sock in given.https:
+                srv = await self._listen(loop, 0, ssl_context, sock)
+                self.https_port = srv.sockets[0].getsockname()[1]
+            if given.quic is not None:
+                self._listen_quic(0, given.quic)
+
+    def _listen_quic(self, port: int, sock: socket.socket | None = None) -> None:
         from rawserve.serving import quic
 
         cfg = self.config
         assert self.certfile is not None
-        try:
-            sock = quic.bind_udp(cfg.host, port)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"UDP port {port} on {cfg.host} (HTTP/3) is already in use; "
-                    "--quic-port 0 turns HTTP/3 off"
-                ) from None
-            raise ConfigError(
-                f"cannot listen for HTTP/3 on UDP {cfg.host}:{port}: {exc.strerror}"
-            ) from None
+        if sock is None:
+            sock = bind_quic(cfg.host, port)
         limits = cfg.limits
         configuration = quic.quic_configuration(
             self.certfile,
@@ -142,24 +220,39 @@ class Server:
             idle_timeout_s=limits.idle_timeout_s,
             limits_window=(limits.initial_window_bytes, limits.connection_window_bytes),
         )
-        self._quic = quic.QUICListener(self, sock, configuration, retry=cfg.quic_retry)
+        self._quic = quic.QUICListener(
+            self, sock, configuration, retry=cfg.quic_retry, steering=self.steering
+        )
         self.quic_port = self._quic.port
         self.alt_svc = b'h3=":%d"; ma=86400' % self.quic_port
 
     async def _listen(
-        self, loop: asyncio.AbstractEventLoop, port: int, ctx: ssl.SSLContext | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        port: int,
+        ctx: ssl.SSLContext | None,
+        sock: socket.socket | None = None,
     ) -> asyncio.base_events.Server:
         tls = ctx is not None
         try:
-            srv = await loop.create_server(
-                lambda: TCPConnection(self, tls=tls),
-                self.config.host,
-                port,
-                ssl=ctx,
-                reuse_address=True,
-                backlog=2048,
-                ssl_handshake_timeout=self.config.limits.header_timeout_s if tls else None,
-            )
+            if sock is not None:
+                srv = await loop.create_server(
+                    lambda: TCPConnection(self, tls=tls),
+                    sock=sock,
+                    ssl=ctx,
+                    backlog=BACKLOG,
+                    ssl_handshake_timeout=self.config.limits.header_timeout_s if tls else None,
+                )
+            else:
+                srv = await loop.create_server(
+                    lambda: TCPConnection(self, tls=tls),
+                    self.config.host,
+                    port,
+                    ssl=ctx,
+                    reuse_address=True,
+                    backlog=BACKLOG,
+                    ssl_handshake_timeout=self.config.limits.header_timeout_s if tls else None,
+                )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(f"port {port} on {self.config.host} is already in use") from None
@@ -172,32 +265,12 @@ class Server:
     def _ssl_context(self) -> ssl.SSLContext:
         from rawserve.serving import tls
 
-        cfg = self.config
-        if cfg.certfile and cfg.keyfile:
-            certfile, keyfile = cfg.certfile, cfg.keyfile
-        else:
-            cert_path, key_path, generated = tls.ensure_dev_certificate(cfg.certs_dir)
-            certfile, keyfile = str(cert_path), str(key_path)
-            log.warning(
-                "%s development certificate %s for localhost, 127.0.0.1 and ::1: "
-                "for development only; pass --certfile/--keyfile in production",
-                "generated" if generated else "using",
-                cert_path,
-            )
+        certfile, keyfile = resolve_certificate(self.config)
         self.certfile, self.keyfile = certfile, keyfile
         return tls.create_server_ssl_context(certfile, keyfile)
 
     def urls(self) -> list[str]:
-        host = self.config.host
-        shown = f"[{host}]" if ":" in host else host
-        out = []
-        if self.http_port is not None:
-            out.append(f"http://{shown}:{self.http_port}  (HTTP/1.1, h2c)")
-        if self.https_port is not None:
-            out.append(f"https://{shown}:{self.https_port}  (HTTP/1.1, h2)")
-        if self.quic_port is not None:
-            out.append(f"https://{shown}:{self.quic_port}  (HTTP/3, UDP)")
-        return out
+        return listener_urls(self.config.host, self.http_port, self.https_port, self.quic_port)
 
     async def serve_forever(self) -> None:
         """Serve until ``stop()`` (or SIGINT/SIGTERM when installed)."""
@@ -267,7 +340,22 @@ class Server:
             await shutdown()
 
 
-def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+def listener_urls(
+    host: str, http_port: int | None, https_port: int | None, quic_port: int | None
+) -> list[str]:
+    """What the ready banner lists: one URL per listener."""
+    shown = f"[{host}]" if ":" in host else host
+    out = []
+    if http_port is not None:
+        out.append(f"http://{shown}:{http_port}  (HTTP/1.1, h2c)")
+    if https_port is not None:
+        out.append(f"https://{shown}:{https_port}  (HTTP/1.1, h2)")
+    if quic_port is not None:
+        out.append(f"https://{shown}:{quic_port}  (HTTP/3, UDP)")
+    return out
+
+
+def quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     # A client that fails the TLS handshake or drops mid-write is not a server
     # error; keep the log for things that are.
     exc = context.get("exception")
@@ -279,7 +367,7 @@ def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str,
 
 async def serve(app: App, config: Config, *, install_signals: bool = True) -> None:
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_quiet_exception_handler)
+    loop.set_exception_handler(quiet_exception_handler)
     server = Server(app, config)
     async with server:
         banner = ["rawserve ready:"] + [f"  {url}" for url in server.urls()]
