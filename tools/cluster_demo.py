@@ -92,7 +92,7 @@ TEMPLATE = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 # anyone else's and remove them only when that pid is gone.
 NS_PREFIX = "rsdemo-"
 BRIDGE_PREFIX = "rsdb"
-VETH_PREFIX = "rsd"
+VETH_PREFIX = "rsdv"
 REPLICA_PORT = 8000
 REDIS_PORT = 6379
 MAX_REPLICAS = 8
@@ -236,7 +236,7 @@ def our_namespaces() -> list[str]:
 def our_links() -> list[str]:
     out = sh("ip", "-o", "link", "show", check=False).stdout
     names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
-    return [n for n in names if n.startswith((BRIDGE_PREFIX, VETH_PREFIX))]
+    return [n for n in names if owner_pid(n, BRIDGE_PREFIX) or owner_pid(n, VETH_PREFIX)]
 
 
 def remove_stale() -> list[str]:
@@ -362,8 +362,8 @@ class Cluster:
         ns = f"{NS_PREFIX}{self.tag}-{role}"
         sh("ip", "netns", "add", ns)
         self.namespaces.append(ns)
-        # Host side "rsd<pid><role>" fits the 15-byte limit on interface names.
-        veth = f"{VETH_PREFIX}{self.tag}{role}"
+        # Host side "rsdv<pid><r0|c>" fits the 15-byte limit on interface names.
+        veth = f"{VETH_PREFIX}{self.tag}{'c' if role == 'cache' else role}"
         sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
         self.links.append(veth)
         sh("ip", "link", "set", veth, "master", self.bridge)
