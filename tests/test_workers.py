@@ -11,6 +11,7 @@ worker the scrape reaches."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -357,3 +358,52 @@ def test_a_taken_port_is_one_line_before_any_worker_starts() -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         f"rawserve: error: port {port} on 127.0.0.1 is already in use"
     )
+
+
+def test_workers_drain_and_exit_when_the_supervisor_is_killed() -> None:
+    served = Served("--workers", "2", "tests.apps.echo_app:app")
+    try:
+        served.ready()
+        served.proc.kill()
+        served.proc.wait(30)
+
+        def gone() -> bool:
+            for pid in served.pids:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                # A zombie (reaped by init) is gone too.
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        return False
+            return True
+
+        wait_until(gone, "workers still running after their supervisor died")
+        served._reader.join(5)
+        assert sum("the supervisor is gone; draining" in x for x in served.lines) == 2
+    finally:
+        for pid in served.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_http3_with_retry_on_every_worker() -> None:
+    """--quic-retry: the Retry token key is the supervisor's, so whichever
+    worker a client's Initial reaches validates it."""
+    served = Served("--workers", "2", "tests.apps.echo_app:app", "--quic-retry")
+    try:
+        served.ready()
+
+        async def run() -> list[int]:
+            statuses = []
+            for _ in range(8):  # new connections: new source ports, either worker
+                async with h3_connect(served.quic_port) as c:
+                    statuses.append((await c.request("GET", "/slow?seconds=0")).status)
+            return statuses
+
+        assert asyncio.run(run()) == [200] * 8
+        assert served.stop() == 0
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()

@@ -318,6 +318,7 @@ async def _serve_worker(
     board: MetricsBoard,
     index: int,
     ready: Callable[[], None],
+    lifeline: int,
 ) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(quiet_exception_handler)
@@ -327,6 +328,15 @@ async def _serve_worker(
         registry = getattr(app, "metrics", None)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.stop)
+
+        def orphaned() -> None:
+            # The supervisor's end of the lifeline closed: it is gone (killed,
+            # say), and nobody would restart or stop this worker. Drain.
+            loop.remove_reader(lifeline)
+            log.warning("the supervisor is gone; draining")
+            server.stop()
+
+        loop.add_reader(lifeline, orphaned)
         ready()
 
         async def publish() -> None:
@@ -352,6 +362,7 @@ def _worker_main(
     board: MetricsBoard,
     index: int,
     status: int,
+    lifeline: int,
 ) -> int:
     """A forked worker: make the app, serve until told to stop. Writes b"R"
     to ``status`` once serving, or b"E" and the reason if it never gets there."""
@@ -366,7 +377,7 @@ def _worker_main(
 
     try:
         app = make_app()
-        coro = _serve_worker(app, cfg, sockets, board, index, ready)
+        coro = _serve_worker(app, cfg, sockets, board, index, ready, lifeline)
         if cfg.loop == "uvloop":
             import uvloop
 
@@ -432,6 +443,9 @@ class Supervisor:
         self.failed: str | None = None
         self._selector = selectors.DefaultSelector()
         self._wakeup_r, self._wakeup_w = os.pipe()
+        # Workers watch the read end: it reads EOF once this process is gone
+        # however it went, so that no worker is left serving unsupervised.
+        self._lifeline_r, self._lifeline_w = os.pipe()
         self._announced = False
         self._kill_at: float | None = None
 
@@ -548,6 +562,7 @@ class Supervisor:
             self._selector.close()
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
+            os.close(self._lifeline_w)
             for other in self.workers:
                 if other.status >= 0:
                     os.close(other.status)
@@ -560,7 +575,13 @@ class Supervisor:
                     if ws.steering is not None:
                         ws.steering.inbox.close()
             code = _worker_main(
-                self.make_app, self.cfg, self.sets[index], self.board, index, status
+                self.make_app,
+                self.cfg,
+                self.sets[index],
+                self.board,
+                index,
+                status,
+                self._lifeline_r,
             )
         except KeyboardInterrupt:
             code = 130
@@ -646,8 +667,8 @@ class Supervisor:
 
     def _close(self) -> None:
         self._selector.close()
-        os.close(self._wakeup_r)
-        os.close(self._wakeup_w)
+        for fd in (self._wakeup_r, self._wakeup_w, self._lifeline_r, self._lifeline_w):
+            os.close(fd)
         for ws in self.sets:
             for sock in ws.all():
                 sock.close()
