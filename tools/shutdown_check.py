@@ -2,19 +2,23 @@
 
 Starts ``python -m rawserve`` with the built-in app, runs concurrent
 inference requests (``POST /predict``) over HTTP/1.1 (keep-alive
-connections) and HTTP/2 (h2c, many streams per connection), sends SIGTERM
-mid-load, and checks:
+connections), HTTP/2 (h2c, many streams per connection) and HTTP/3 (aioquic's
+client, many streams per connection), sends SIGTERM mid-load, and checks:
 
 - every request the server accepted got a complete answer: 200, or 503 for
   work it declined; none truncated, none reset without a code;
 - HTTP/2: the GOAWAY's last stream id is right: every stream at or below it
   was answered, none above it was;
+- HTTP/3: the same with the GOAWAY frame on the control stream (RFC 9114
+  5.2: it names the first stream id not processed), streams from it on
+  rejected with H3_REQUEST_REJECTED or not answered, and the connection
+  closed with H3_NO_ERROR;
 - HTTP/1.1: a request is only ever left unanswered on a connection the
   server closed before reading it (no response byte at all; the client may
   retry it, RFC 9112 9.3.1);
 - the process exits within ``--graceful-timeout`` (plus ``--exit-slack``).
 
-    python tools/shutdown_check.py [--h1 8] [--h2 2] [--streams 16]
+    python tools/shutdown_check.py [--h1 8] [--h2 2] [--h3 2] [--streams 16]
         [--load-s 2] [--graceful-timeout 10]
 
 Prints a JSON summary; exit status 0 when nothing was lost, 1 otherwise.
@@ -24,6 +28,7 @@ tests/test_shutdown_check.py runs a small version in CI.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -37,6 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aioquic.asyncio.client import connect
+from aioquic.buffer import Buffer, BufferReadError
+from aioquic.quic.events import QuicEvent, StreamDataReceived
 from hpack import Decoder, Encoder
 from hyperframe.frame import (
     ContinuationFrame,
@@ -51,6 +59,10 @@ from hyperframe.frame import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.h3client import H3Client, client_configuration  # noqa: E402
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ACCEPTED_STATUSES = (200, 503)
 
@@ -377,11 +389,138 @@ def h2_worker(port: int, streams: int, results: Results, stop: threading.Event) 
             )
 
 
+# -- HTTP/3 -------------------------------------------------------------------
+
+H3_NO_ERROR = 0x100
+H3_REQUEST_REJECTED = 0x10B
+H3_GOAWAY = 0x7
+H3_CONTROL_STREAM = 0x0
+
+
+class _ShutdownClient(H3Client):
+    """Reads the server's control stream alongside aioquic, which discards
+    GOAWAY's payload: ``goaway`` is the first request stream id the server
+    says it will not process (RFC 9114 5.2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.goaway: int | None = None
+        self._uni: dict[int, bytes] = {}
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        # Server-initiated unidirectional streams have ids ending in 0b11.
+        if isinstance(event, StreamDataReceived) and event.stream_id % 4 == 3:
+            data = self._uni.get(event.stream_id, b"") + event.data
+            self._uni[event.stream_id] = data
+            self._read_control(data)
+        super().quic_event_received(event)
+
+    def _read_control(self, data: bytes) -> None:
+        buf = Buffer(data=data)
+        try:
+            if buf.pull_uint_var() != H3_CONTROL_STREAM:
+                return
+            while not buf.eof():
+                kind, size = buf.pull_uint_var(), buf.pull_uint_var()
+                payload = buf.pull_bytes(size)
+                if kind == H3_GOAWAY and self.goaway is None:
+                    self.goaway = Buffer(data=payload).pull_uint_var()
+        except BufferReadError:  # the rest has not arrived yet
+            return
+
+
+def h3_worker(qport: int, streams: int, results: Results, stop: threading.Event) -> None:
+    """One HTTP/3 connection keeping ``streams`` requests in flight until GOAWAY."""
+    asyncio.run(_h3_session(qport, streams, results, stop))
+
+
+async def _h3_session(qport: int, streams: int, results: Results, stop: threading.Event) -> None:
+    started: list[int] = []
+    done_at: dict[int, float] = {}
+    try:
+        async with connect(
+            "127.0.0.1",
+            qport,
+            configuration=client_configuration(),
+            create_protocol=_ShutdownClient,
+        ) as client:
+            c: _ShutdownClient = client  # type: ignore[assignment]
+            inflight: set[asyncio.Future[Any]] = set()
+            deadline = time.monotonic() + 120  # a hang ends here, counted below
+            while not c.terminated.is_set() and time.monotonic() < deadline:
+                while c.goaway is None and not stop.is_set() and len(inflight) < streams:
+                    sid = c.start(
+                        "POST",
+                        "/predict",
+                        body=BODY,
+                        headers=[(b"content-type", b"application/json")],
+                    )
+                    started.append(sid)
+                    fut = c.done[sid]
+                    fut.add_done_callback(
+                        lambda _f, sid=sid: done_at.setdefault(sid, time.monotonic())
+                    )
+                    inflight.add(fut)
+                if not inflight and (c.goaway is not None or stop.is_set()):
+                    break
+                waiter = asyncio.ensure_future(c.terminated.wait())
+                finished, _ = await asyncio.wait(
+                    [*inflight, waiter], timeout=5, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                inflight -= finished
+            if c.goaway is not None:
+                with results.lock:
+                    results.goaways.append(c.goaway)
+            # The server closes once its in-flight streams are answered.
+            await asyncio.wait_for(c.terminated.wait(), 60)
+            if c.close_code not in (None, H3_NO_ERROR):
+                results.record(
+                    "h3 closed with an error",
+                    f"HTTP/3 closed with {c.close_code:#x}: {c.close_reason}",
+                )
+            _h3_tally(c, c.goaway, started, done_at, results)
+    except Exception as exc:  # any failure of the client is a finding, not a crash
+        results.record("h3 connection failed", f"HTTP/3: {type(exc).__name__}: {exc}")
+
+
+def _h3_tally(
+    c: H3Client,
+    goaway: int | None,
+    started: list[int],
+    done_at: dict[int, float],
+    results: Results,
+) -> None:
+    first_unprocessed = goaway if goaway is not None else 1 << 62
+    for sid in started:
+        r = c.responses[sid]
+        accepted = sid < first_unprocessed
+        complete = c.done[sid].done() and r.reset is None and r.status
+        if complete:
+            problem = _check_answer(r.status, r.body)
+            if not accepted:
+                problem = problem or f"stream {sid} at or above GOAWAY's {goaway} was answered"
+            results.record(f"answered h3 {r.status}", problem, at=done_at.get(sid))
+        elif not accepted:
+            if r.reset not in (None, H3_REQUEST_REJECTED):
+                results.record("h3 refused badly", f"stream {sid} after GOAWAY reset {r.reset:#x}")
+            else:
+                results.record("h3 not accepted (at or above GOAWAY)")
+        elif r.reset is not None:
+            results.record("h3 reset", f"stream {sid} (< {goaway}) reset with {r.reset:#x}")
+        else:
+            results.record(
+                "h3 lost",
+                f"stream {sid} (< GOAWAY {goaway}) unanswered: status {r.status}, "
+                f"{len(r.body)} body bytes, connection closed",
+            )
+
+
 # -- the run ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -404,6 +543,7 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
+    qport = free_port(socket.SOCK_DGRAM)
     cmd = [
         sys.executable,
         "-m",
@@ -412,6 +552,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         str(port),
         "--port",
         "-1",
+        # HTTP/3 on its own UDP port (the development certificate), or off.
+        "--quic-port",
+        str(qport if args.h3 else 0),
         "--no-cache",
         "--log-level",
         "warning",
@@ -425,15 +568,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stop = threading.Event()
     try:
         wait_ready(port, proc, args.startup_timeout)
-        threads = [
-            threading.Thread(target=h1_worker, args=(port, results, stop), daemon=True)
-            for _ in range(args.h1)
-        ] + [
-            threading.Thread(
-                target=h2_worker, args=(port, args.streams, results, stop), daemon=True
-            )
-            for _ in range(args.h2)
-        ]
+        threads = (
+            [
+                threading.Thread(target=h1_worker, args=(port, results, stop), daemon=True)
+                for _ in range(args.h1)
+            ]
+            + [
+                threading.Thread(
+                    target=h2_worker, args=(port, args.streams, results, stop), daemon=True
+                )
+                for _ in range(args.h2)
+            ]
+            + [
+                threading.Thread(
+                    target=h3_worker, args=(qport, args.streams, results, stop), daemon=True
+                )
+                for _ in range(args.h3)
+            ]
+        )
         for t in threads:
             t.start()
         time.sleep(args.load_s)
@@ -465,8 +617,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         failures.append(f"the process exited with status {proc.returncode}")
     if hung:
         failures.append(f"{hung} client thread(s) still waiting after the server exited")
-    if args.h2 and not results.goaways:
-        failures.append("no GOAWAY was received on any HTTP/2 connection")
+    if len(results.goaways) < args.h2 + args.h3:
+        failures.append(
+            f"GOAWAY came on {len(results.goaways)} of {args.h2 + args.h3} HTTP/2 and "
+            "HTTP/3 connections"
+        )
     answered = sum(n for k, n in results.outcomes.items() if k.startswith("answered"))
     if not results.after_sigterm:
         failures.append("no request was answered after SIGTERM: raise --load-s or the load")
@@ -491,7 +646,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--h1", type=int, default=8, help="HTTP/1.1 connections (8)")
     parser.add_argument("--h2", type=int, default=2, help="HTTP/2 connections (2)")
-    parser.add_argument("--streams", type=int, default=16, help="streams in flight per h2 (16)")
+    parser.add_argument("--h3", type=int, default=2, help="HTTP/3 connections (2)")
+    parser.add_argument(
+        "--streams", type=int, default=16, help="streams in flight per h2 or h3 connection (16)"
+    )
     parser.add_argument("--load-s", type=float, default=2.0, help="load before SIGTERM (2)")
     parser.add_argument("--graceful-timeout", type=float, default=10.0, help="(10)")
     parser.add_argument(
