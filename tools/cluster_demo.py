@@ -78,7 +78,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
 import httpx
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -97,8 +103,9 @@ REPLICA_PORT = 8000
 REDIS_PORT = 6379
 MAX_REPLICAS = 8
 MAX_SECONDS = 300.0
-# The bundled digits model takes rows of 64 values (8x8 pixels, 0..16).
-INPUT_WIDTH = 64
+# The bundled model; with --model, the replicas serve another and the row
+# width is read from its V2 metadata.
+DEFAULT_MODEL = "digits"
 BACKEND = "rawserve_replicas"
 
 
@@ -155,10 +162,10 @@ def latency_summary(values_ms: list[float]) -> dict[str, Any]:
     }
 
 
-def random_row(rng: random.Random) -> list[float]:
+def random_row(rng: random.Random, width: int) -> list[float]:
     # Three decimals: a collision between two rows (a cache hit where the
-    # load wants a model run) is out of the question.
-    return [round(rng.uniform(0, 16), 3) for _ in range(INPUT_WIDTH)]
+    # load wants a model run) is out of the question. 0..16: digits' pixels.
+    return [round(rng.uniform(0, 16), 3) for _ in range(width)]
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
@@ -344,6 +351,10 @@ class Cluster:
     namespaces: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     cache_url: str = ""
+    model: str = DEFAULT_MODEL
+    model_path: str = ""  # "" serves the bundled model
+    input_width: int = 0
+    replica_args: list[str] = field(default_factory=list)
 
     # network
 
@@ -418,6 +429,8 @@ class Cluster:
             self.start_replica(i)
         for i in range(self.replicas):
             wait_ready(self.replica_url(i), self.procs[f"r{i}"], f"replica r{i}")
+        meta = httpx.get(f"{self.replica_url(0)}/v2/models/{self.model}", timeout=5).json()
+        self.input_width = int(meta["inputs"][0]["shape"][-1])
 
     def start_replica(self, i: int) -> None:
         old = self.procs.get(f"r{i}")
@@ -440,6 +453,8 @@ class Cluster:
                 "0",
                 "--cache-url",
                 self.cache_url,
+                *(["--model", f"{self.model}={self.model_path}"] if self.model_path else []),
+                *self.replica_args,
                 "--log-level",
                 "warning",
             ],
@@ -553,7 +568,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], name: str) -> None:
 
 @dataclass
 class Exchange:
-    kind: str  # "load" (u=7) or "probe" (u=0)
+    kind: str  # "load" (u=7), "probe" (u=0) or "control" (a u=7 probe)
     request_id: str
     started: float
     ended: float = 0.0
@@ -570,9 +585,9 @@ def replica_metrics(cluster: Cluster) -> dict[str, str]:
     return out
 
 
-def model_runs(metrics: dict[str, str]) -> dict[str, float]:
+def model_runs(metrics: dict[str, str], model: str) -> dict[str, float]:
     # Items the model ran, whatever the batch: one per input row.
-    return {r: metric_sum(t, "rawserve_batch_size_sum", model="digits") for r, t in metrics.items()}
+    return {r: metric_sum(t, "rawserve_batch_size_sum", model=model) for r, t in metrics.items()}
 
 
 async def predict(
@@ -606,8 +621,8 @@ async def show_protocols(balancer: Balancer) -> dict[str, Any]:
 
 async def cache_sharing(cluster: Cluster, balancer: Balancer, rng: random.Random) -> dict[str, Any]:
     url = balancer.url("/predict")
-    before = model_runs(replica_metrics(cluster))
-    row = random_row(rng)
+    before = model_runs(replica_metrics(cluster), cluster.model)
+    row = random_row(rng, cluster.input_width)
     answers = []
     async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
         # Sequential, one per replica (round robin): each replica gets it once.
@@ -623,13 +638,13 @@ async def cache_sharing(cluster: Cluster, balancer: Balancer, rng: random.Random
                     "prediction": body.get("prediction"),
                 }
             )
-    after = model_runs(replica_metrics(cluster))
+    after = model_runs(replica_metrics(cluster), cluster.model)
     runs = {name: after[name] - before[name] for name in after}
 
     # The limit of sharing through Redis: two replicas asked at the same
     # instant both miss (each process single-flights only its own requests).
-    twin = random_row(rng)
-    before = model_runs(replica_metrics(cluster))
+    twin = random_row(rng, cluster.input_width)
+    before = model_runs(replica_metrics(cluster), cluster.model)
     async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
         await asyncio.gather(
             *(
@@ -637,7 +652,7 @@ async def cache_sharing(cluster: Cluster, balancer: Balancer, rng: random.Random
                 for i in range(min(2, cluster.replicas))
             )
         )
-    after = model_runs(replica_metrics(cluster))
+    after = model_runs(replica_metrics(cluster), cluster.model)
     served_by = {a["served_by"] for a in answers}
     return {
         "answers": answers,
@@ -681,10 +696,142 @@ def parse_haproxy_log(path: Path) -> list[dict[str, str]]:
     return records
 
 
+@dataclass
+class _Stream:
+    done: asyncio.Future[None]
+    to_send: bytes | None  # None once END_STREAM is sent
+    status: int | None = None
+    served_by: str = ""
+    error: str = ""
+
+
+class H2Conn(asyncio.Protocol):
+    """One h2c connection (prior knowledge) on python-hyper's h2, with no more
+    than the load needs: POSTs with a body, the status and one header back,
+    resets reported by their code. Lighter per request than httpx, so that
+    on a small machine the replicas, not the load's own client, are what
+    saturates (else the load's latency is the client's queue, in which no
+    priority can help)."""
+
+    def __init__(self, authority: str) -> None:
+        self.authority = authority
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, _Stream] = {}
+        self.closed = ""
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> H2Conn:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: cls(f"{host}:{port}"), host, port)
+        return conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.h2.initiate_connection()
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self._fail_all(f"protocol error: {exc}")
+            return
+        for ev in events:
+            stream = self.streams.get(getattr(ev, "stream_id", 0) or 0)
+            if isinstance(ev, h2.events.ResponseReceived) and stream is not None:
+                headers = dict(ev.headers)
+                stream.status = int(headers[b":status"])
+                stream.served_by = headers.get(b"x-served-by", b"").decode()
+            elif isinstance(ev, h2.events.DataReceived):
+                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded) and stream is not None:
+                self._finish(ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset) and stream is not None:
+                stream.error = f"reset {h2.errors.ErrorCodes(ev.error_code).name}"
+                self._finish(ev.stream_id)
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self._fail_all(f"GOAWAY {ev.error_code!r}")
+        self._pump()
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_all("connection lost")
+
+    async def post(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> _Stream:
+        if self.closed:
+            return _Stream(asyncio.get_running_loop().create_future(), b"", error=self.closed)
+        sid = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(
+            sid,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":authority", self.authority),
+                (":path", path),
+                ("content-type", "application/json"),
+                ("content-length", str(len(body))),
+                *headers,
+            ],
+        )
+        stream = _Stream(asyncio.get_running_loop().create_future(), body)
+        self.streams[sid] = stream
+        self._pump()
+        self._flush()
+        await stream.done
+        return stream
+
+    def _pump(self) -> None:
+        # Request bodies go out as the peer's flow-control windows allow.
+        for sid, stream in self.streams.items():
+            if stream.to_send is None or stream.done.done():
+                continue
+            n = min(
+                len(stream.to_send),
+                self.h2.local_flow_control_window(sid),
+                self.h2.max_outbound_frame_size,
+            )
+            if n <= 0:
+                continue
+            chunk, stream.to_send = stream.to_send[:n], stream.to_send[n:]
+            end = not stream.to_send
+            self.h2.send_data(sid, chunk, end_stream=end)
+            if end:
+                stream.to_send = None
+
+    def _finish(self, sid: int) -> None:
+        stream = self.streams.pop(sid)
+        if not stream.done.done():
+            stream.done.set_result(None)
+
+    def _fail_all(self, why: str) -> None:
+        self.closed = self.closed or why
+        for sid in list(self.streams):
+            self.streams[sid].error = self.streams[sid].error or why
+            self._finish(sid)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = "closed by the client"
+            with contextlib.suppress(Exception):
+                self.h2.close_connection()
+                self._flush()
+            self.transport.close()
+
+
 async def kill_under_load(
     cluster: Cluster, balancer: Balancer, args: argparse.Namespace, rng: random.Random
 ) -> dict[str, Any]:
-    url = balancer.url("/predict")
     victim = f"r{args.victim}"
     survivors = [f"r{i}" for i in range(cluster.replicas) if i != args.victim]
     metrics_before = replica_metrics(cluster)
@@ -699,26 +846,34 @@ async def kill_under_load(
     def should_stop() -> bool:
         return stop.is_set() or time.monotonic() - started >= args.seconds
 
-    async def one(client: httpx.AsyncClient, kind: str, urgency: int) -> None:
+    async def one(conn: H2Conn, kind: str, urgency: int) -> None:
         nonlocal issued
-        issued += 1
+        if kind == "load":
+            issued += 1
         ex = Exchange(kind, f"{kind}-{next(counter)}", time.monotonic())
         exchanges.append(ex)
-        try:
-            r = await predict(client, url, random_row(rng), urgency, ex.request_id)
-            ex.status = r.status_code
-            ex.served_by = r.headers.get("x-served-by", "")
-        except httpx.HTTPError as exc:
-            ex.error = f"{type(exc).__name__}: {exc}"
+        body = orjson.dumps({"inputs": random_row(rng, cluster.input_width)})
+        got = await conn.post(
+            "/predict", body, [("priority", f"u={urgency}"), ("x-demo-id", ex.request_id)]
+        )
+        ex.status, ex.served_by, ex.error = got.status, got.served_by, got.error
+        if ex.error:
+            ex.status = None
         ex.ended = time.monotonic()
 
-    async def load_worker(client: httpx.AsyncClient) -> None:
+    async def load_worker(conn: H2Conn) -> None:
         while not should_stop() and issued < args.requests:
-            await one(client, "load", 7)
+            await one(conn, "load", 7)
 
-    async def probe_worker(client: httpx.AsyncClient) -> None:
-        while not should_stop():
-            await one(client, "probe", 0)
+    async def probe_worker(conn: H2Conn) -> None:
+        # u=0 probes alternate with u=7 controls on the same connection: the
+        # two differ only in their urgency, so the gap between them is what
+        # the replicas' priorities are worth (the load's own latency also
+        # holds the client's queueing for its many streams).
+        for kind, urgency in itertools.cycle((("probe", 0), ("control", 7))):
+            if should_stop():
+                break
+            await one(conn, kind, urgency)
             await asyncio.sleep(args.probe_gap_ms / 1000)
 
     async def killer() -> dict[str, Any]:
@@ -734,20 +889,24 @@ async def kill_under_load(
         down_after = await asyncio.to_thread(balancer.wait_status, victim, "DOWN", 15)
         return {"haproxy_scur_at_kill": scur, "marked_down_after_ms": _ms(down_after)}
 
-    limits = httpx.Limits(max_connections=args.connections)
-    async with (
-        httpx.AsyncClient(http1=False, http2=True, timeout=20, limits=limits) as load_client,
-        httpx.AsyncClient(http1=False, http2=True, timeout=20) as probe_client,
-    ):
-        async with asyncio.TaskGroup() as tg:
+    load_conns = [
+        await H2Conn.open("127.0.0.1", balancer.h2c_port) for _ in range(args.connections)
+    ]
+    probe_conns = [await H2Conn.open("127.0.0.1", balancer.h2c_port) for _ in range(args.probers)]
+    try:
+        async with asyncio.timeout(args.seconds + 60), asyncio.TaskGroup() as tg:
             kill_task = tg.create_task(killer())
-            for _ in range(args.concurrency):
-                tg.create_task(load_worker(load_client))
-            tg.create_task(probe_worker(probe_client))
+            for i in range(args.concurrency):
+                tg.create_task(load_worker(load_conns[i % len(load_conns)]))
+            for conn in probe_conns:
+                tg.create_task(probe_worker(conn))
             # Probes go on until the load is done.
             while issued < args.requests and time.monotonic() - started < args.seconds:
                 await asyncio.sleep(0.05)
             stop.set()
+    finally:
+        for conn in [*load_conns, *probe_conns]:
+            conn.close()
     kill = kill_task.result()
     t_kill = killed_at[0]
     metrics_after = replica_metrics(cluster)
@@ -801,6 +960,7 @@ async def kill_under_load(
         "requests": {
             "load_sent": sum(ex.kind == "load" for ex in exchanges),
             "probes_sent": sum(ex.kind == "probe" for ex in exchanges),
+            "controls_sent": sum(ex.kind == "control" for ex in exchanges),
             "answered_200": sum(ok(ex) for ex in exchanges),
         },
         "client_errors": len(errors),
@@ -820,30 +980,28 @@ async def kill_under_load(
         "haproxy_redispatches": int(servers_after[victim]["wredis"] or 0)
         - int(servers_before[victim]["wredis"] or 0),
         "answers_after_kill_by_replica": dict(after_kill),
-        "latency_before_kill": {"probe_u0": phase("probe", True), "load_u7": phase("load", True)},
-        "latency_after_kill": {"probe_u0": phase("probe", False), "load_u7": phase("load", False)},
+        "latency_before_kill": {
+            "probe_u0": phase("probe", True),
+            "control_u7": phase("control", True),
+            "load_u7": phase("load", True),
+        },
+        "latency_after_kill": {
+            "probe_u0": phase("probe", False),
+            "control_u7": phase("control", False),
+            "load_u7": phase("load", False),
+        },
         "survivors_queue_wait": queue_wait,
     }
 
 
-# How httpx reports a stream HAProxy reset (RST_STREAM REFUSED_STREAM, the
-# code that tells a client the request may be retried): as a reset while it
-# reads the answer, as a closed stream while it still sends the body.
-RESET_KINDS = ("REFUSED_STREAM while reading", "stream reset while sending")
+# A stream HAProxy resets because the replica under it died: REFUSED_STREAM,
+# the code that tells a client the request was not processed and may be
+# retried (RFC 9113, 8.7).
+RESET_KINDS = ("reset REFUSED_STREAM",)
 
 
 def error_kind(ex: Exchange) -> str:
-    if ex.status is not None:
-        return f"status {ex.status}"
-    if "StreamReset" in ex.error:
-        code = re.search(r"error_code:(\w+)", ex.error)
-        refused = code is not None and code.group(1) in ("7", "ErrorCodes.REFUSED_STREAM")
-        return RESET_KINDS[0] if refused else f"stream reset ({code.group(1) if code else '?'})"
-    # h2 refuses to send on a stream the peer reset (StreamClosedError, its
-    # message the stream id); httpx reports it as a LocalProtocolError.
-    if re.fullmatch(r"LocalProtocolError: \d+", ex.error):
-        return RESET_KINDS[1]
-    return ex.error.split(":")[0]
+    return ex.error or f"status {ex.status}"
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -955,9 +1113,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--connections", type=int, default=4, help="client h2 connections for the load (4)"
     )
-    p.add_argument("--probe-gap-ms", type=float, default=10.0, help="pause between u=0 probes (10)")
+    p.add_argument(
+        "--probers",
+        type=int,
+        default=4,
+        help="connections each sending u=0 probes and u=7 controls in turn, one at a time (4)",
+    )
+    p.add_argument("--probe-gap-ms", type=float, default=10.0, help="pause between probes (10)")
     p.add_argument("--victim", type=int, default=0, help="the replica to kill (0)")
     p.add_argument("--seed", type=int, default=17)
+    p.add_argument(
+        "--model",
+        metavar="PATH",
+        help="an ONNX model for the replicas to serve instead of the bundled digits "
+        "(e.g. build/models/mlp.onnx from tools/make_models.py mlp)",
+    )
+    p.add_argument(
+        "--replica-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for every replica's python -m rawserve (repeatable), "
+        "e.g. --replica-arg=--max-batch-size=4",
+    )
     p.add_argument(
         "--haproxy-cfg",
         default=str(TEMPLATE),
@@ -982,6 +1160,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--victim must name a replica (0..replicas-1)")
     if not 1 <= args.concurrency <= 256 or not 1 <= args.connections <= 32 or args.requests < 10:
         p.error("--concurrency 1..256, --connections 1..32, --requests at least 10")
+    if not 1 <= args.probers <= 16:
+        p.error("--probers 1..16")
     return args
 
 
@@ -997,6 +1177,9 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.model and not Path(args.model).is_file():
+        print(f"cluster_demo: cannot run: no model at {args.model}", file=sys.stderr)
+        return 2
     if not Path(args.haproxy_cfg).is_file():
         print(
             f"cluster_demo: cannot run: no HAProxy template at {args.haproxy_cfg}", file=sys.stderr
@@ -1015,6 +1198,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _raise_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="rawserve-cluster-"))
     cluster = Cluster(args.replicas, workdir, Path(args.haproxy_cfg))
+    cluster.replica_args = list(args.replica_arg)
+    if args.model:
+        cluster.model, cluster.model_path = Path(args.model).stem, str(Path(args.model).resolve())
     report: dict[str, Any] = {"replicas": args.replicas}
     status = 1
     try:
