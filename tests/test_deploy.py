@@ -13,8 +13,9 @@
 The kserve SDK drags in FastAPI, uvicorn, uvloop, gRPC and pandas (about 430
 MB, a minute to install), which must not land in rawserve's own virtualenv
 (uvloop would change what ``--loop auto`` means for every other test); it
-lives in build/venv-kserve, made here on first use from pyproject.toml's
-``kserve-sdk`` extra and reused while that pin holds.
+lives in build/venv-kserve, made by tools/run_tests.py before the suite (or
+here on first use) from pyproject.toml's ``kserve-sdk`` extra and reused
+while that pin holds.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,6 @@ KSERVE = DEPLOY / "kserve"
 # and UDP is GA from 1.26; pick a still-supported release above it) and the
 # newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
-KSERVE_VENV = ROOT / "build" / "venv-kserve"
 PYTHON_M_RAWSERVE = ["python", "-m", "rawserve"]
 RAWSERVE_UID = 10001
 
@@ -252,28 +251,16 @@ def _kserve_strict_load() -> None:
     print(json.dumps(results))
 
 
-def kserve_requirements() -> list[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements: list[str] = project["optional-dependencies"]["kserve-sdk"]
-    return requirements
-
-
 @pytest.fixture(scope="session")
 def kserve_python() -> Path:
-    python = KSERVE_VENV / "bin" / "python"
-    stamp = KSERVE_VENV / "rawserve-requirements.txt"
-    wanted = "\n".join(kserve_requirements())
-    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
-        shutil.rmtree(KSERVE_VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True, timeout=300)
-        install = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        done = subprocess.run(
-            [*install, *kserve_requirements()], capture_output=True, text=True, timeout=1200
-        )
-        if done.returncode != 0:
-            pytest.fail(f"cannot install the kserve SDK into {KSERVE_VENV}:\n{done.stderr[-3000:]}")
-        stamp.write_text(wanted)
-    return python
+    # tools/run_tests.py makes it before the suite starts; a bare pytest run
+    # makes it here, once.
+    from tools.run_tests import ensure_kserve_venv
+
+    try:
+        return ensure_kserve_venv()
+    except SystemExit as exc:
+        pytest.fail(str(exc))
 
 
 def kserve_load(python: Path, documents: list[dict[str, Any]], tmp_path: Path) -> list[Any]:

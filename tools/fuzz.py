@@ -1,4 +1,6 @@
-"""Run rawserve's fuzzers (tests/test_fuzz.py) for longer than CI does.
+"""Run rawserve's fuzzers (tests/test_fuzz.py: the parsers above the
+protocols; tests/test_fuzz_protocols.py: the HTTP/1.1, HTTP/2 and HTTP/3
+adapters) for longer than CI does.
 
     python tools/fuzz.py --minutes 10
     python tools/fuzz.py --minutes 60 --examples 5000 -k v2
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             "-x",
             f"--hypothesis-seed={seed}",
             "tests/test_fuzz.py",
+            "tests/test_fuzz_protocols.py",
         ]
         if args.k:
             cmd += ["-k", args.k]

@@ -9,7 +9,10 @@ What it does, in order, each step saying what it does:
    Debian-like system; otherwise it names what is missing and how to get it,
    and the tests that need a missing client fail saying so.
 2. A virtualenv in .venv (made with this Python when absent) with rawserve and
-   its test extra installed in editable mode.
+   its test extra installed in editable mode; and build/venv-kserve with the
+   kserve SDK (the ``kserve-sdk`` extra), which tests/test_deploy.py loads
+   deploy/kserve/ into: kept apart because it brings FastAPI, uvicorn and
+   uvloop, which must not change what the suite's rawserve runs on.
 3. Unless --no-checks: ruff check, ruff format --check and mypy --strict on
    the package (the same checks CI runs).
 4. pytest, with any further arguments passed through; its exit status is ours.
@@ -23,10 +26,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
+KSERVE_VENV = ROOT / "build" / "venv-kserve"
 
 # command the tests run -> the Debian package that provides it.
 DEBIAN_TOOLS: dict[str, str] = {
@@ -40,6 +45,10 @@ DEBIAN_TOOLS: dict[str, str] = {
     "chromedriver": "chromium-driver",
     # tests/test_server_http3.py: ngtcp2's HTTP/3 client, a QUIC stack not ours.
     "gtlsclient": "ngtcp2-client",
+    # tests/test_cluster_demo.py: replicas behind a load balancer nobody here wrote.
+    "haproxy": "haproxy",
+    # tests/test_bench_lossy.py: random packet drop inside a network namespace.
+    "nft": "nftables",
 }
 
 
@@ -97,6 +106,35 @@ def pip_install(python: Path) -> None:
         sys.exit(1)
 
 
+def kserve_requirements() -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return list(project["optional-dependencies"]["kserve-sdk"])
+
+
+def ensure_kserve_venv() -> Path:
+    """build/venv-kserve with the kserve-sdk extra's pins; remade when they
+    change (a stamp file holds what was installed). Its python, or SystemExit
+    with pip's output when the install fails."""
+    python = KSERVE_VENV / "bin" / "python"
+    stamp = KSERVE_VENV / "rawserve-requirements.txt"
+    wanted = "\n".join(kserve_requirements())
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    say(f"installing the kserve SDK into {KSERVE_VENV.relative_to(ROOT)} ({wanted})")
+    shutil.rmtree(KSERVE_VENV, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True)
+    result = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *wanted.split()],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(f"cannot install the kserve SDK into {KSERVE_VENV}")
+    stamp.write_text(wanted)
+    return python
+
+
 def run_checks(python: Path) -> bool:
     checks = [
         ("ruff check", [str(python), "-m", "ruff", "check", "rawserve", "tests", "tools"]),
@@ -127,6 +165,7 @@ def main(argv: list[str]) -> int:
     install_debian_tools()
     python = venv_python()
     pip_install(python)
+    ensure_kserve_venv()
     checks_ok = run_checks(python) if checks else True
     status = subprocess.run([str(python), "-m", "pytest", "-q", *argv], cwd=ROOT).returncode
     if not checks_ok:
