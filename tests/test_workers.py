@@ -36,7 +36,7 @@ READY_TIMEOUT_S = 60
 class Served:
     """``python -m rawserve`` in a subprocess; its stderr collected by a thread."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -57,6 +57,7 @@ class Served:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -214,45 +215,71 @@ async def _rebind(client: H3Client) -> None:
         old.close()
 
 
-def test_http3_connection_survives_source_port_changes_across_workers(two: Served) -> None:
-    """The kernel picks a worker's UDP socket by the client's address; after
-    a rebinding it is the other worker half of the time. Those datagrams are
-    forwarded to the owner, which keeps answering on the same connection."""
+def settle(served: Served) -> None:
+    """Wait until every worker has published metrics taken after this call:
+    new connections reach both workers, and their counts must show from
+    whichever worker answers the scrape."""
 
-    def forwarded() -> tuple[float, float]:
-        out = two.per_worker("rawserve_quic_datagrams_forwarded", direction="out")
-        into = two.per_worker("rawserve_quic_datagrams_forwarded", direction="in")
-        return sum(out.values()), sum(into.values())
+    def healthz() -> dict[str, float]:
+        return served.per_worker("rawserve_requests_total", protocol="1.1", route="/healthz")
 
-    before = forwarded()
-
-    async def run() -> list[int]:
-        statuses = []
-        async with h3_connect(two.quic_port) as c:
-            statuses.append((await c.request("GET", "/healthz")).status)
-            ports = set()
-            for _ in range(12):
-                await _rebind(c)
-                assert c._transport is not None
-                ports.add(c._transport.get_extra_info("sockname")[1])
-                r = await c.request("GET", "/readyz")
-                statuses.append(r.status)
-                # Another request on the same connection, from the same new port.
-                statuses.append((await c.request("GET", "/healthz")).status)
-            assert len(ports) == 12
-            last = c._transport
-        last.close()
-        return statuses
-
-    statuses = asyncio.run(run())
-    assert statuses == [200] * 25
-    # Twelve rebindings each land on the other worker with probability 1/2:
-    # some did (all twelve missing it: 1 in 4096), and got forwarded.
-    out, into = wait_until(
-        lambda: (f := forwarded()) and f[0] > before[0] and f[1] > before[1] and f,
-        "datagrams forwarded between the workers",
+    before = healthz()
+    for _ in range(30):
+        with httpx.Client() as c:
+            assert c.get(f"{served.url}/healthz").status_code == 200
+    wait_until(
+        lambda: (now := healthz()) and all(now.get(w, 0) > before.get(w, 0) for w in ("0", "1")),
+        "both workers' metrics published",
     )
-    assert out > before[0] and into > before[1]
+
+
+@pytest.mark.parametrize("steering", ["kernel", "forward"])
+def test_http3_connection_survives_source_port_changes_across_workers(steering: str) -> None:
+    """The kernel picks a worker's UDP socket by the client's address; after
+    a rebinding it would be the other worker half of the time. By default a
+    BPF program on the sockets steers by connection ID instead, so nothing
+    needs forwarding; with RAWSERVE_QUIC_STEERING=forward the datagrams
+    that land on the other worker are forwarded to the owner. Either way the
+    owner keeps answering on the same connection."""
+    served = Served("--workers", "2", "--no-cache", env={"RAWSERVE_QUIC_STEERING": steering})
+    try:
+        served.ready()
+        served.wait_ready()
+        how = "the kernel" if steering == "kernel" else "forwarding between workers"
+        assert any(f"reach their connection's worker by {how}" in x for x in served.lines)
+
+        async def run() -> list[int]:
+            statuses = []
+            async with h3_connect(served.quic_port) as c:
+                statuses.append((await c.request("GET", "/healthz")).status)
+                ports = set()
+                for _ in range(12):
+                    await _rebind(c)
+                    assert c._transport is not None
+                    ports.add(c._transport.get_extra_info("sockname")[1])
+                    r = await c.request("GET", "/readyz")
+                    statuses.append(r.status)
+                    # Another request on the same connection, from the same new port.
+                    statuses.append((await c.request("GET", "/healthz")).status)
+                assert len(ports) == 12
+                last = c._transport
+            last.close()
+            return statuses
+
+        assert asyncio.run(run()) == [200] * 25
+        settle(served)
+        out = served.per_worker("rawserve_quic_datagrams_forwarded", direction="out")
+        into = served.per_worker("rawserve_quic_datagrams_forwarded", direction="in")
+        if steering == "forward":
+            # Twelve rebindings each land on the other worker with probability
+            # 1/2: some did (all twelve missing it: 1 in 4096).
+            assert sum(out.values()) > 0 and sum(into.values()) > 0
+        else:
+            assert sum(out.values()) == sum(into.values()) == 0
+        assert served.stop() == 0
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
 
 
 def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(two: Served) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
 import mmap
@@ -67,6 +68,14 @@ FORWARD_BUFFER_BYTES = 4 * 1024 * 1024
 # How often a worker publishes its metrics for the others to show.
 PUBLISH_EVERY_S = 1.0
 SIGNALS = (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM)
+# How QUIC datagrams reach the worker owning their connection: "kernel" (a
+# classic BPF program on the UDP sockets picks the socket by connection ID;
+# the default where it attaches, Linux) or "forward" (the kernel hashes by
+# address and workers forward what is not theirs; the fallback). Both
+# forward whatever still lands on the wrong worker.
+STEERING_ENV = "RAWSERVE_QUIC_STEERING"
+# Linux, include/uapi/asm-generic/socket.h.
+SO_ATTACH_REUSEPORT_CBPF = 51
 
 
 def worker_count(requested: int) -> int:
@@ -153,6 +162,34 @@ class WorkerSockets:
             yield self.steering.inbox
 
 
+def steer_by_connection_id(sock: socket.socket) -> None:
+    """Attach to ``sock``'s SO_REUSEPORT group a classic BPF program that
+    returns, for a QUIC packet whose destination connection ID is one of
+    ours (STEERED_CID_LENGTH bytes, worker index first), that index: the
+    group's sockets are numbered in bind order, worker 0's first, so the
+    kernel hands the datagram to its owner whatever the client's address.
+    Anything else (a client's first Initial, junk) returns an index out of
+    range, and the kernel falls back to its hash of the addresses. OSError
+    where the kernel has no such option."""
+    from rawserve.serving.quic import STEERED_CID_LENGTH
+
+    ld_b, ld_h, jset, jeq, ret_a, ret_k = 0x30, 0x28, 0x45, 0x15, 0x16, 0x06
+    program = [
+        (ld_b, 0, 0, 0),  # A = first byte
+        (jset, 2, 0, 0x80),  # long header: to 4
+        (ld_h, 0, 0, 1),  # short: A = the two bytes after it (the worker)
+        (ret_a, 0, 0, 0),
+        (ld_b, 0, 0, 5),  # long: A = connection ID length
+        (jeq, 0, 2, STEERED_CID_LENGTH),  # not ours: to 8
+        (ld_h, 0, 0, 6),  # A = its first two bytes
+        (ret_a, 0, 0, 0),
+        (ret_k, 0, 0, 0xFFFFFFFF),  # out of range: hash
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in program))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
 def bind_workers(cfg: Config, count: int) -> tuple[list[WorkerSockets], dict[str, int]]:
     """Every worker's sockets, bound here; and the ports they ended up on."""
     host = cfg.host
@@ -194,6 +231,22 @@ def bind_workers(cfg: Config, count: int) -> tuple[list[WorkerSockets], dict[str
                 sock.close()
         raise
     return sets, ports
+
+
+def steering_mode(sets: list[WorkerSockets]) -> str:
+    """Steer QUIC datagrams in the kernel where it can (see STEERING_ENV)."""
+    wanted = os.environ.get(STEERING_ENV, "kernel")
+    if wanted not in ("kernel", "forward"):
+        raise ConfigError(f"{STEERING_ENV}={wanted!r}: expected 'kernel' or 'forward'")
+    quic = sets[0].listeners.quic if sets else None
+    if wanted == "forward" or quic is None:
+        return "forward"
+    try:
+        steer_by_connection_id(quic)
+    except OSError as exc:
+        log.info("QUIC steering in the kernel unavailable (%s); workers forward", exc)
+        return "forward"
+    return "kernel"
 
 
 def _add_steering(sets: list[WorkerSockets], cfg: Config) -> None:
@@ -438,6 +491,7 @@ class Supervisor:
         self.cfg = cfg
         self.sets, self.ports = bind_workers(cfg, count)
         self.board = MetricsBoard(count)
+        self.steering = steering_mode(self.sets) if "quic" in self.ports else None
         self.workers = [_Worker(i) for i in range(count)]
         self.stopping = False
         self.failed: str | None = None
@@ -619,6 +673,9 @@ class Supervisor:
         urls = listener_urls(self.cfg.host, p.get("http"), p.get("https"), p.get("quic"))
         pids = ", ".join(str(w.pid) for w in self.workers)
         banner = ["rawserve ready:"] + [f"  {url}" for url in urls]
+        if self.steering is not None:
+            how = "the kernel" if self.steering == "kernel" else "forwarding between workers"
+            banner.append(f"  HTTP/3 datagrams reach their connection's worker by {how}")
         banner.append(f"  {self.count} workers (pids {pids}), supervisor pid {os.getpid()}")
         print("\n".join(banner), file=sys.stderr, flush=True)
 
