@@ -493,7 +493,7 @@ def markdown(report: dict[str, Any], image: str | None) -> str:
     out = [
         BEGIN,
         "",
-        "## HTTP/2 and HTTP/3 under packet loss (tools/bench_lossy.py)"
+        "### HTTP/2 and HTTP/3 under packet loss (tools/bench_lossy.py)"
         + (" — SMOKE RUN, not a measurement" if m["smoke"] else ""),
         "",
         f"Run {m['date']}: `{m['command']}`",
@@ -505,8 +505,12 @@ def markdown(report: dict[str, Any], image: str | None) -> str:
         f"- rawserve commit {m['commit']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         + ".",
-        f"- Servers on CPU {m['server_cpu']}, clients on CPU {m['client_cpu']} (taskset), in "
-        "network namespaces of their own joined by a veth pair; each side drops N % of the "
+        (
+            f"- Servers on CPU {m['server_cpu']}, clients on CPU {m['client_cpu']} (taskset), in "
+            if m["server_cpu"] is not None
+            else "- Servers and clients unpinned, in "
+        )
+        + "network namespaces of their own joined by a veth pair; each side drops N % of the "
         "packets arriving on it (nftables `numgen random mod 100 < N drop`, GSO off on the veth "
         "so that a drop is one packet). No added delay: the loopback-like RTT is tens of µs, so "
         "what loss costs here is recovery time (TCP's 200 ms minimum RTO, QUIC's PTO), not RTTs.",
