@@ -26,7 +26,9 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from rawserve.inference.metrics import Registry
 from tests.h3client import H3Client, h3_connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,6 +198,50 @@ def test_h2_connections_spread_over_both_workers(two: Served) -> None:
         "h2 requests counted",
     )
     assert set(counts) == {"0", "1"}
+
+
+def test_metrics_show_every_worker_whichever_answers(two: Served) -> None:
+    """Each scrape reaches one worker (SO_REUSEPORT picks); each shows every
+    worker's series, labelled, in a text prometheus-client parses with one
+    HELP/TYPE per family."""
+    for _ in range(10):
+        with httpx.Client() as c:
+            c.get(f"{two.url}/healthz")
+    for _ in range(6):
+        with httpx.Client() as c:  # new connections: either worker answers
+            text = c.get(f"{two.url}/metrics").text
+        families = list(text_string_to_metric_families(text))
+        names = [f.name for f in families]
+        assert len(names) == len(set(names))
+        workers_seen = {
+            sample.labels.get("worker") for family in families for sample in family.samples
+        }
+        assert workers_seen == {"0", "1"}, workers_seen
+        assert text.count("# TYPE rawserve_requests_total counter") == 1
+
+
+def test_expositions_merge_family_by_family() -> None:
+    a = Registry()
+    b = Registry()
+    for i, registry in enumerate((a, b)):
+        registry.counter("jobs", "Jobs done", ["kind"]).labels("x").inc(i + 1)
+        registry.histogram("wait_seconds", "Waits", buckets=(0.1, 1.0)).observe(0.5)
+        registry.gauge("depth", "Queue depth").set(7 * i)
+    a.share("0", lambda: [b.render_own()])
+    b.share("1", lambda: [a.render_own()])
+    merged = a.render().decode()
+    parsed = {f.name: f for f in text_string_to_metric_families(merged)}
+    assert [(s.labels, s.value) for s in parsed["jobs"].samples if s.name == "jobs_total"] == [
+        ({"worker": "0", "kind": "x"}, 1.0),
+        ({"worker": "1", "kind": "x"}, 2.0),
+    ]
+    assert [(s.labels, s.value) for s in parsed["depth"].samples] == [
+        ({"worker": "0"}, 0.0),
+        ({"worker": "1"}, 7.0),
+    ]
+    counts = [s for s in parsed["wait_seconds"].samples if s.name == "wait_seconds_count"]
+    assert [(s.labels["worker"], s.value) for s in counts] == [("0", 1.0), ("1", 1.0)]
+    assert merged.count("# HELP jobs_total") == 1 and merged.count("# TYPE depth") == 1
 
 
 async def _rebind(client: H3Client) -> None:

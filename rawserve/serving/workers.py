@@ -698,7 +698,10 @@ class Supervisor:
                 while worker.status >= 0:
                     self._status(worker)
         pid, worker.pid = worker.pid, 0
-        worker.exits.append(os.waitstatus_to_exitcode(status))
+        code = os.waitstatus_to_exitcode(status)
+        if self.stopping and not worker.ready and code == -signal.SIGTERM:
+            code = 0  # stopped before it served: not a failed drain
+        worker.exits.append(code)
         self.board.publish(worker.index, b"")  # its series leave /metrics until it is back
         if self.stopping:
             return
