@@ -178,6 +178,16 @@ def test_ctrl_c_in_the_middle_still_cleans_up() -> None:
     assert leftovers(proc.pid) == []
 
 
+def test_a_failed_start_still_cleans_up() -> None:
+    # A replica that cannot start (an argument rawserve refuses): the run
+    # stops, says what the replica said, and takes down what it built.
+    status, report, err, pid = run_demo("--quick", "--replica-arg=--no-such-flag", timeout_s=120)
+    assert status == 1, err
+    assert "unrecognized arguments: --no-such-flag" in report["failure"]
+    assert report["cleanup"]["clean"] and report["cleanup"]["namespaces_created"] == 3
+    assert leftovers(pid) == []
+
+
 def test_says_why_when_haproxy_is_missing(tmp_path: Path) -> None:
     # A PATH with everything the tool needs but haproxy.
     for tool in ("ip", "redis-server"):

@@ -109,6 +109,10 @@ DEFAULT_MODEL = "digits"
 BACKEND = "rawserve_replicas"
 
 
+# Each spawned process's log file, by pid: what a failure message quotes.
+LOGS: dict[int, Path] = {}
+
+
 class CannotRun(Exception):
     """The demo cannot run on this machine; the message says why and what to do."""
 
@@ -396,6 +400,7 @@ class Cluster:
             argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
         )
         out.close()
+        LOGS[proc.pid] = self.workdir / f"{name}.log"
         self.procs[name] = proc
         return proc
 
@@ -537,11 +542,23 @@ class Cluster:
         }
 
 
+def exited(name: str, proc: subprocess.Popen[bytes]) -> str:
+    """What a process that should have kept running said last (its log goes
+    away with the run's directory unless --keep-logs)."""
+    tail = ""
+    log_path = LOGS.get(proc.pid)
+    if log_path is not None:
+        with contextlib.suppress(OSError):
+            lines = log_path.read_text(errors="replace").strip().splitlines()
+            tail = ": " + " | ".join(lines[-4:])
+    return f"{name} exited with status {proc.returncode}{tail}"
+
+
 def wait_tcp(host: str, port: int, proc: subprocess.Popen[bytes], name: str) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise DemoFailed(f"{name} exited with status {proc.returncode} (see its log)")
+            raise DemoFailed(exited(name, proc))
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -555,7 +572,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], name: str) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not STOP.is_set():
         if proc.poll() is not None:
-            raise DemoFailed(f"{name} exited with status {proc.returncode} (see its log)")
+            raise DemoFailed(exited(name, proc))
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url + "/readyz", timeout=1).status_code == 200:
                 return
@@ -1221,7 +1238,8 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted: cleaning up")
         status = 130
     except (DemoFailed, TimeoutError, OSError, httpx.HTTPError) as exc:
-        log(f"failed: {type(exc).__name__}: {exc} (logs in {workdir})")
+        where = args.keep_logs or "gone with the run: --keep-logs DIR keeps them"
+        log(f"failed: {type(exc).__name__}: {exc} (logs: {where})")
         if os.environ.get("CLUSTER_DEMO_TRACE"):
             import traceback
 
