@@ -22,18 +22,20 @@ What it shows, as JSON on stdout (progress goes to stderr):
   limit: the same new input sent to two replicas at the same instant runs
   twice (single-flight is per process; Redis holds the result once stored).
 - ``kills``: two rounds of a closed-loop load of ``priority: u=7``
-  predictions (unique inputs, so that the model runs) with sequential
-  ``priority: u=0`` probes beside it, both through HAProxy over h2c; halfway
-  through each, one replica gets SIGKILL. Round 1 runs behind the template
+  predictions (unique inputs, so that the model runs) with, beside it, a few
+  connections each sending ``priority: u=0`` probes and ``u=7`` controls in
+  turn, one at a time, all through HAProxy over h2c (python-hyper's h2, a
+  client light enough that the replicas saturate before it does); halfway
+  through each round, one replica gets SIGKILL. Round 1 runs behind the template
   with HAProxy's default retry policy (``retry-on conn-failure``: only
   requests that never reached a server are retried), round 2 behind the
   template as it is (L7 retries: ``retry-on conn-failure empty-response``).
   Counted per round: the client errors and their kind, the requests lost on
   the killed replica by HAProxy's own counters, how long until HAProxy
-  marked it down, the answers survivors gave afterwards, probe and load
-  latency percentiles before and after the kill, and the survivors' queue
-  wait per urgency from /metrics (which shows that the ``priority`` header
-  crossed HAProxy and was obeyed).
+  marked it down, the answers survivors gave afterwards, probe, control and
+  load latency percentiles before and after the kill, and the survivors'
+  queue wait per urgency from /metrics (which shows that the ``priority``
+  header crossed HAProxy and what the scheduler made of it).
 - ``rejoin``: between the rounds the killed replica starts again; how long
   until HAProxy sends it traffic.
 - ``replica_requests_by_protocol``: predictions and health checks reached
@@ -48,9 +50,12 @@ cannot run here (not root, no network namespaces, haproxy or redis-server
 missing: the message says which and what to do).
 
     sudo python tools/cluster_demo.py [--replicas 3] [--seconds 20] [--quick]
+    # a model-bound variant, where priorities change latency end to end:
+    sudo python tools/cluster_demo.py --replicas 2 --concurrency 64 \
+        --model build/models/mlp.onnx --replica-arg=--max-batch-size=2
 
 tests/test_cluster_demo.py runs a small version (2 replicas, a few hundred
-requests, one kill).
+requests per round, one kill per round).
 """
 
 from __future__ import annotations
