@@ -27,7 +27,7 @@ from rawserve.serving.stream import App
 from rawserve.serving.tcp import TCPConnection
 
 if TYPE_CHECKING:
-    from rawserve.serving.quic import Steering
+    from rawserve.serving.quic import QUICListener, Steering
 
 log = logging.getLogger("rawserve.serving")
 
@@ -134,6 +134,11 @@ class Server:
         self.stats = self.pressure.stats
         self._stop = asyncio.Event()
         self._started = False
+
+    @property
+    def quic_listener(self) -> QUICListener | None:
+        """The HTTP/3 listener while it is on."""
+        return self._quic  # type: ignore[no-any-return]
 
     def track(self, coro: Any) -> None:
         """Run a connection's main coroutine; the server owns and awaits it."""

@@ -40,6 +40,7 @@ from typing import Any
 
 from rawserve.core.config import Config
 from rawserve.core.errors import ConfigError
+from rawserve.inference.metrics import Registry
 from rawserve.serving.quic import Steering
 from rawserve.serving.server import (
     BACKLOG,
@@ -329,16 +330,14 @@ class MetricsBoard:
         return [self.read(i) for i in range(self.count) if i != index]
 
 
-def _share_metrics(app: Any, server: Server, board: MetricsBoard, index: int) -> None:
+def _share_metrics(app: Any, server: Server, board: MetricsBoard, index: int) -> Registry | None:
     """The app's metrics registry, if it has one (the built-in app), shows
-    every worker's series; and this worker's QUIC forwarding counts."""
-    from rawserve.inference.metrics import Registry
-
+    every worker's series, and this worker's QUIC forwarding counts."""
     registry = getattr(app, "metrics", None)
     if not isinstance(registry, Registry):
-        return
+        return None
     registry.share(str(index), lambda: board.others(index))
-    quic = server._quic
+    quic = server.quic_listener
     if quic is not None and registry.get("rawserve_quic_datagrams_forwarded") is None:
         registry.gauge(
             "rawserve_quic_datagrams_forwarded",
@@ -347,6 +346,7 @@ def _share_metrics(app: Any, server: Server, board: MetricsBoard, index: int) ->
             ["direction"],
             callback=lambda: {("out",): quic.forwarded_out, ("in",): quic.forwarded_in},
         )
+    return registry
 
 
 # -- one worker --------------------------------------------------------------------
@@ -377,8 +377,7 @@ async def _serve_worker(
     loop.set_exception_handler(quiet_exception_handler)
     server = Server(app, cfg, listeners=sockets.listeners, steering=sockets.steering)
     async with server:
-        _share_metrics(app, server, board, index)
-        registry = getattr(app, "metrics", None)
+        registry = _share_metrics(app, server, board, index)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.stop)
 
