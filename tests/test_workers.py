@@ -29,6 +29,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rawserve.inference.metrics import Registry
+from rawserve.serving.quic import pack_forwarded, unpack_forwarded
 from tests.h3client import H3Client, h3_connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -480,3 +481,11 @@ def test_http3_with_retry_on_every_worker() -> None:
     finally:
         if served.proc.poll() is None:
             served.proc.kill()
+
+
+@pytest.mark.parametrize(
+    "addr", [("192.0.2.7", 443), ("2001:db8::1", 50000, 0, 0), ("::ffff:127.0.0.1", 1, 3, 4)]
+)
+def test_a_forwarded_datagram_keeps_its_client_address(addr: Any) -> None:
+    data = os.urandom(1200)
+    assert unpack_forwarded(pack_forwarded(data, addr)) == (data, addr)

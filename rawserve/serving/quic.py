@@ -15,11 +15,13 @@ owns one timer, set from the adapter's ``get_timer()`` after every flush.
 
 Several worker processes (``--workers``, serving/workers.py) share the UDP
 port with SO_REUSEPORT, and the kernel picks a socket by the client's
-address: a client whose address changes lands on another worker. So, with a
-``Steering``, every connection ID a worker issues starts with its index, and
-a datagram whose connection ID names another worker is forwarded to that
-worker over a Unix datagram socket, with the client's address; the owner
-answers from its own socket on the same port.
+address: a client whose address changes would land on another worker. So,
+with a ``Steering``, every connection ID a worker issues starts with its
+index; on Linux a BPF program on the sockets makes the kernel pick the
+socket by that index (serving/workers.py), and a datagram that still
+reaches the wrong worker (no such program, or a platform without it) is
+forwarded to its owner over a Unix datagram socket, with the client's
+address; the owner answers from its own socket on the same port.
 """
 
 from __future__ import annotations
