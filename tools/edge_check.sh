@@ -33,9 +33,10 @@
 # downloads and the full install. --clean empties it first; --clean-only
 # empties it and exits.
 #
-# Time (2-core x86_64 host, docs/EDGE.md): about 6 minutes first run, about
-# 3 minutes cached, most of it the one-minute idle measurement and emulated
-# start-up. It downloads from Debian and PyPI: NOT for CI; run it by hand.
+# Time (2 shared x86_64 cores, docs/EDGE.md): about 8 minutes the first run
+# (debootstrap about 1, the emulated pip install about 3), about 3.5 minutes
+# cached (the one-minute idle measurement and two emulated start-ups). It
+# downloads from Debian and PyPI and takes minutes: NOT for CI; run by hand.
 #
 # Environment: EDGE_CACHE, EDGE_MIRROR (http://deb.debian.org/debian),
 # EDGE_CPU (cortex-a72, the Raspberry Pi 4's core; cortex-a76 for a Pi 5),
@@ -327,7 +328,7 @@ stop_server() { # SIGTERM, wait up to 30 s for the drain; sets STOP_STATUS
 }
 trap stop_server EXIT
 
-start_server() { # start_server LOGNAME [extra rawserve flags]; sets SERVER_PID, READY_S
+start_server() { # start_server LOGNAME [extra rawserve flags]; sets SERVER_PID, READY_S, READY_CPU_S
     local logfile=$RUN/$1.log
     shift
     local t0 code
@@ -347,13 +348,15 @@ start_server() { # start_server LOGNAME [extra rawserve flags]; sets SERVER_PID,
     done
     [ "$code" = 200 ] || { cat "$logfile"; die "rawserve not ready after 300 s"; }
     READY_S=$(secs "$t0" "$(now_ns)")
+    # CPU time is steadier than wall time on a shared host.
+    READY_CPU_S=$(awk -v t="$(ticks)" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t / hz }')
 }
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; } # utime + stime, all threads
 CLK_TCK=$(getconf CLK_TCK)
 
 start_server server
-note "start-to-ready (first start): $READY_S s"
+note "start-to-ready (first start): $READY_S s wall, $READY_CPU_S s CPU"
 
 PIXELS='0,0,7,16,14,3,0,0,0,0,9,14,11,15,0,0,0,0,1,5,0,15,5,0,0,0,0,0,0,16,5,0,0,0,0,0,3,16,4,0,0,0,0,1,12,14,1,0,0,0,5,12,16,16,14,1,0,0,8,16,14,10,13,3'
 printf '{"inputs": [%s]}' "$PIXELS" > "$RUN/predict.json"
@@ -424,7 +427,7 @@ check "SIGTERM drains and exits 0" 0 "$STOP_STATUS"
 # Identical h2load bodies hit the result cache; a second server without it
 # runs the model for every request.
 start_server server-nocache --no-cache
-note "start-to-ready (second start, --no-cache): $READY_S s"
+note "start-to-ready (second start, --no-cache): $READY_S s wall, $READY_CPU_S s CPU"
 load "h2c /predict, model run each time, -c 2 -m 4" -c 2 -m 4 "${BODY[@]}" "$H/predict"
 load "HTTP/1.1 /predict, model run each time, -c 4" --h1 -c 4 "${BODY[@]}" "$H/predict"
 stop_server
