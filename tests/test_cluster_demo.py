@@ -144,6 +144,19 @@ def test_nothing_is_left_after_a_run(demo: Any) -> None:
     assert leftovers(pid) == []
 
 
+def test_h2_over_tls_to_the_replicas_works_too() -> None:
+    # alpn h2 on ssl server lines (not proto h2, with which HAProxy 2.6's
+    # health checks time out against rawserve): traffic and checks as HTTP/2.
+    status, report, err, pid = run_demo("--quick", "--backend-tls")
+    assert status == 0 and report["ok"], (report.get("checks"), err)
+    seen = report["replica_requests_by_protocol"]
+    assert set(seen["/predict"]) == {"HTTP/2"} and seen["/readyz"]["HTTP/2"] > 0, seen
+    for kill in report["kills"]:
+        assert kill["client_errors"] <= kill["on_victim_when_it_died"]
+        assert kill["marked_down_after_ms"] is not None
+    assert leftovers(pid) == []
+
+
 def test_ctrl_c_in_the_middle_still_cleans_up() -> None:
     proc = subprocess.Popen(
         [sys.executable, str(TOOL), "--quick", "--seconds", "60"],

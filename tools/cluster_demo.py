@@ -105,6 +105,7 @@ NS_PREFIX = "rsdemo-"
 BRIDGE_PREFIX = "rsdb"
 VETH_PREFIX = "rsdv"
 REPLICA_PORT = 8000
+REPLICA_TLS_PORT = 8443
 REDIS_PORT = 6379
 MAX_REPLICAS = 8
 MAX_SECONDS = 300.0
@@ -364,6 +365,7 @@ class Cluster:
     model_path: str = ""  # "" serves the bundled model
     input_width: int = 0
     replica_args: list[str] = field(default_factory=list)
+    backend_tls: bool = False
 
     # network
 
@@ -435,6 +437,9 @@ class Cluster:
         return self.cache_url
 
     def start_replicas(self) -> None:
+        # Made once here, so that replicas starting together do not race to
+        # write the development certificate they share.
+        ensure_dev_certificate(ROOT / "certs")
         for i in range(self.replicas):
             self.start_replica(i)
         for i in range(self.replicas):
@@ -458,7 +463,9 @@ class Cluster:
                 "--http-port",
                 str(REPLICA_PORT),
                 "--port",
-                "-1",
+                str(REPLICA_TLS_PORT) if self.backend_tls else "-1",
+                "--certs-dir",
+                str(ROOT / "certs"),
                 "--quic-port",
                 "0",
                 "--cache-url",
@@ -470,6 +477,18 @@ class Cluster:
             ],
             self.machines[f"r{i}"].ns,
         )
+
+    def backend_port(self) -> int:
+        return REPLICA_TLS_PORT if self.backend_tls else REPLICA_PORT
+
+    def backend_options(self) -> str:
+        if not self.backend_tls:
+            return " proto h2"  # h2c: prior knowledge
+        # h2 over TLS to each replica, chosen by ALPN; checks over TLS too.
+        # "verify none" only because the demo's replicas share a self-signed
+        # development certificate made for 127.0.0.1: give real replicas a
+        # certificate for their names and use "verify required ca-file ...".
+        return " ssl verify none alpn h2 check-alpn h2"
 
     def replica_url(self, i: int) -> str:
         return f"http://{self.machines[f'r{i}'].address}:{REPLICA_PORT}"
@@ -484,7 +503,8 @@ class Cluster:
         h2c_port, tls_port = free_port(), free_port()
         stats_socket = self.workdir / f"{name}.sock"
         servers = "\n".join(
-            f"    server r{i} {self.machines[f'r{i}'].address}:{REPLICA_PORT}"
+            f"    server r{i} {self.machines[f'r{i}'].address}:{self.backend_port()}"
+            + self.backend_options()
             for i in range(self.replicas)
         )
         values = {
@@ -1151,6 +1171,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(e.g. build/models/mlp.onnx from tools/make_models.py mlp)",
     )
     p.add_argument(
+        "--backend-tls",
+        action="store_true",
+        help="HAProxy speaks h2 over TLS to the replicas (their port 8443) instead of h2c",
+    )
+    p.add_argument(
         "--replica-arg",
         action="append",
         default=[],
@@ -1221,6 +1246,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rawserve-cluster-"))
     cluster = Cluster(args.replicas, workdir, Path(args.haproxy_cfg))
     cluster.replica_args = list(args.replica_arg)
+    cluster.backend_tls = args.backend_tls
     if args.model:
         cluster.model, cluster.model_path = Path(args.model).stem, str(Path(args.model).resolve())
     report: dict[str, Any] = {"replicas": args.replicas}
