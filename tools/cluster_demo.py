@@ -806,22 +806,30 @@ class H2Conn(asyncio.Protocol):
     async def post(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> _Stream:
         if self.closed:
             return _Stream(asyncio.get_running_loop().create_future(), b"", error=self.closed)
-        sid = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(
-            sid,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":authority", self.authority),
-                (":path", path),
-                ("content-type", "application/json"),
-                ("content-length", str(len(body))),
-                *headers,
-            ],
-        )
         stream = _Stream(asyncio.get_running_loop().create_future(), body)
-        self.streams[sid] = stream
-        self._pump()
+        sid = 0
+        try:
+            sid = self.h2.get_next_available_stream_id()
+            self.h2.send_headers(
+                sid,
+                [
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":authority", self.authority),
+                    (":path", path),
+                    ("content-type", "application/json"),
+                    ("content-length", str(len(body))),
+                    *headers,
+                ],
+            )
+            self.streams[sid] = stream
+            self._pump()
+        except h2.exceptions.H2Error as exc:
+            # The connection can no longer carry a new request (the peer
+            # went away, too many streams): an error of this request only.
+            stream.error = f"client: {type(exc).__name__}"
+            self.streams.pop(sid, None)
+            return stream
         self._flush()
         await stream.done
         return stream
@@ -910,8 +918,7 @@ async def kill_under_load(
     async def probe_worker(conn: H2Conn) -> None:
         # u=0 probes alternate with u=7 controls on the same connection: the
         # two differ only in their urgency, so the gap between them is what
-        # the replicas' priorities are worth (the load's own latency also
-        # holds the client's queueing for its many streams).
+        # the replicas' priorities are worth.
         for kind, urgency in itertools.cycle((("probe", 0), ("control", 7))):
             if should_stop():
                 break
@@ -1037,8 +1044,7 @@ async def kill_under_load(
 
 
 # A stream HAProxy resets because the replica under it died: REFUSED_STREAM,
-# the code that tells a client the request was not processed and may be
-# retried (RFC 9113, 8.7).
+# the code that lets a client retry the request (RFC 9113, 8.7).
 RESET_KINDS = ("reset REFUSED_STREAM",)
 
 
