@@ -704,3 +704,57 @@ def test_a_huge_unknown_frame_on_the_control_stream_is_not_buffered() -> None:
     priority_update(pair, sid, b"u=0")
     assert any(isinstance(e, PriorityChanged) for e in pair.take())
     assert max(held) <= 65536
+
+
+def test_a_request_whose_head_arrives_after_a_later_ones_is_served() -> None:
+    """Under packet loss stream 0's HEADERS can reach the server after stream
+    4's: stream 0 is a request still to come, not one already finished."""
+    pair = Pair()
+    server = pair.server
+    assert server is not None
+    first = pair.client.get_next_available_stream_id()
+    pair.h3.send_headers(first, GET, end_stream=True)
+    held = pair.client.datagrams_to_send(pair.now)  # "lost" for now
+    second = pair.client.get_next_available_stream_id()
+    pair.h3.send_headers(second, GET, end_stream=True)
+    pair.exchange()
+    assert [e.stream_id for e in pair.take() if isinstance(e, RequestReceived)] == [second]
+    for data, _addr in held:  # the retransmission, late
+        pair.server_events += server.receive_datagram(data, ("127.0.0.1", 40000), pair.now)
+    assert [e.stream_id for e in pair.take() if isinstance(e, RequestReceived)] == [first]
+    for sid in (first, second):
+        server.send(ResponseStart(sid, 200, [(b"content-length", b"2")]))
+        server.send(ResponseBody(sid, b"ok", end_stream=True))
+    pair.exchange()
+    answered = {e.stream_id for e in pair.client_events if isinstance(e, HeadersReceived)}
+    assert answered == {first, second}
+
+
+def test_goaway_waits_for_a_request_whose_head_is_still_on_its_way() -> None:
+    pair = Pair()
+    server = pair.server
+    assert server is not None
+    first = pair.client.get_next_available_stream_id()
+    pair.h3.send_headers(first, GET, end_stream=True)
+    held = pair.client.datagrams_to_send(pair.now)
+    second = pair.client.get_next_available_stream_id()
+    pair.h3.send_headers(second, GET, end_stream=True)
+    pair.exchange()
+    pair.take()
+    server.start_shutdown()  # GOAWAY names stream 8: 0 and 4 are to be processed
+    server.send(ResponseStart(second, 200, [(b"content-length", b"0")]))
+    server.send(ResponseBody(second, b"", end_stream=True))
+    for _ in range(5):  # time for the client's (delayed) ACK of that answer
+        pair.now += 0.1
+        if pair.client.get_timer() is not None:
+            pair.client.handle_timer(pair.now)
+        pair.exchange()
+    for data, _addr in held:
+        pair.server_events += server.receive_datagram(data, ("127.0.0.1", 40000), pair.now)
+    assert [e.stream_id for e in pair.take() if isinstance(e, RequestReceived)] == [first]
+    server.send(ResponseStart(first, 200, [(b"content-length", b"0")]))
+    server.send(ResponseBody(first, b"", end_stream=True))
+    pair.exchange()
+    answered = {e.stream_id for e in pair.client_events if isinstance(e, HeadersReceived)}
+    assert answered == {first, second}
+    assert client_close_code(pair) == ErrorCode.H3_NO_ERROR

@@ -136,7 +136,11 @@ class H3Connection:
         # PRIORITY_UPDATE frames that arrived before their request (RFC 9218
         # section 7.1), at most max_concurrent_streams of them.
         self._early_priorities: dict[int, bytes] = {}
-        self._highest_request = -1  # highest request stream handed to the application
+        self._highest_request = -1  # highest request stream whose head arrived
+        # Request streams below it whose head has not arrived yet: under loss,
+        # stream 8's HEADERS can come after stream 12's. Bounded by the QUIC
+        # stream limit (each is an open stream the client was given credit for).
+        self._gaps: set[int] = set()
         self._resets = RateLimit(limits.max_resets_per_s)
         self._control_frames = RateLimit(limits.max_control_frames_per_s)
         self._goaway_id: int | None = None
@@ -272,7 +276,7 @@ class H3Connection:
         stream = self._streams.get(sid)
         if stream is not None:
             stream.raw += len(ev.data)
-        elif sid <= self._highest_request:
+        elif self._finished(sid):
             # A stream we are done with (answered, reset): nobody reads it.
             self._quic.release(sid)
             if ev.end_stream:
@@ -286,8 +290,21 @@ class H3Connection:
         stream = self._streams.get(sid)
         if stream is not None:
             self._settle(sid, stream)
-        elif sid <= self._highest_request:
+        elif self._finished(sid):
             self._head_bytes.pop(sid, None)  # refused or rejected: released
+
+    def _finished(self, sid: int) -> bool:
+        """A request stream whose head came and which is no longer open here."""
+        return sid <= self._highest_request and sid not in self._gaps and sid not in self._streams
+
+    def _head_arrived(self, sid: int) -> None:
+        if sid in self._gaps:
+            self._gaps.discard(sid)
+        elif sid > self._highest_request:
+            self._gaps.update(
+                range(self._highest_request + 4 if self._highest_request >= 0 else 0, sid, 4)
+            )
+            self._highest_request = sid
 
     def _drop_uni(self, sid: int, ended: bool) -> None:
         """Forget a unidirectional stream of a type we do not use (RFC 9114
@@ -324,7 +341,7 @@ class H3Connection:
     def _on_request(self, ev: RequestHeaders, now: float, out: list[IncomingEvent]) -> None:
         sid = ev.stream_id
         ended = ev.stream_ended
-        self._highest_request = max(self._highest_request, sid)
+        self._head_arrived(sid)
         if self._goaway_id is not None and sid >= self._goaway_id:
             self._reject(sid, ErrorCode.H3_REQUEST_REJECTED, ended, now)
             return
@@ -443,6 +460,7 @@ class H3Connection:
         if type(ev) is qe.StreamReset:
             if stream is None:
                 self._head_bytes.pop(sid, None)
+                self._gaps.discard(sid)  # reset before its head came: never a request
                 self._quic.release(sid, 0)
                 if self._h3 is not None:
                     self._h3.forget(sid)
@@ -504,7 +522,7 @@ class H3Connection:
             if priority != stream.priority:
                 stream.priority = priority
                 out.append(PriorityChanged(sid, priority))
-        elif sid > self._highest_request:
+        elif sid > self._highest_request or sid in self._gaps:
             if len(self._early_priorities) < self._limits.max_concurrent_streams:
                 self._early_priorities[sid] = value
 
@@ -770,7 +788,10 @@ class H3Connection:
         return budget
 
     def _responses_delivered(self) -> bool:
-        """Every response stream's bytes are acknowledged (or reset)."""
+        """Every response stream's bytes are acknowledged (or reset). A request
+        stream whose head is still on its way counts too: QUIC opened it with
+        the later one (RFC 9000 3.2), and below the GOAWAY id it will be
+        processed (RFC 9114 5.2); the graceful timeout bounds the wait."""
         for sid, qs in self._quic._streams.items():
             if sid % 4 == 0 and not qs.sender.is_finished:
                 return False
