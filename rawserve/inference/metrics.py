@@ -24,7 +24,6 @@ __all__ = [
     "Histogram",
     "Registry",
     "exponential_buckets",
-    "label_samples",
     "linear_buckets",
     "merge_expositions",
 ]
@@ -91,8 +90,12 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n")
 
 
-def _label_text(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
+def _label_text(
+    names: Sequence[str], values: Sequence[str], extra: str = "", first: str = ""
+) -> str:
     parts = [f'{n}="{_escape_label(v)}"' for n, v in zip(names, values, strict=True)]
+    if first:
+        parts.insert(0, first)
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
@@ -243,14 +246,15 @@ class _Family(Generic[C]):
         with self._lock:
             return list(self._children.items())
 
-    def samples(self) -> Iterator[str]:
+    def samples(self, first: str = "") -> Iterator[str]:
+        """Sample lines; ``first`` (``name="value"``) leads every label set."""
         raise NotImplementedError
 
-    def render(self) -> str:
+    def render(self, first: str = "") -> str:
         head = (
             f"# HELP {self.name} {_escape_help(self.help)}\n# TYPE {self.name} {self.type_name}\n"
         )
-        return head + "".join(self.samples())
+        return head + "".join(self.samples(first))
 
 
 class Counter(_Family[CounterChild]):
@@ -271,9 +275,10 @@ class Counter(_Family[CounterChild]):
     def value(self) -> float:
         return self._unlabelled().value
 
-    def samples(self) -> Iterator[str]:
+    def samples(self, first: str = "") -> Iterator[str]:
         for key, child in self._items():
-            yield f"{self.name}{_label_text(self.labelnames, key)} {_format_value(child.value)}\n"
+            labels = _label_text(self.labelnames, key, first=first)
+            yield f"{self.name}{labels} {_format_value(child.value)}\n"
 
 
 class Gauge(_Family[GaugeChild]):
@@ -337,9 +342,10 @@ class Gauge(_Family[GaugeChild]):
                 continue
             yield tuple(str(v) for v in key), value
 
-    def samples(self) -> Iterator[str]:
+    def samples(self, first: str = "") -> Iterator[str]:
         for key, value in self._values():
-            yield f"{self.name}{_label_text(self.labelnames, key)} {_format_value(value)}\n"
+            labels = _label_text(self.labelnames, key, first=first)
+            yield f"{self.name}{labels} {_format_value(value)}\n"
 
 
 class Histogram(_Family[HistogramChild]):
@@ -370,14 +376,14 @@ class Histogram(_Family[HistogramChild]):
     def observe(self, value: float) -> None:
         self._unlabelled().observe(value)
 
-    def samples(self) -> Iterator[str]:
+    def samples(self, first: str = "") -> Iterator[str]:
         bounds = [_format_value(b) for b in self.buckets]
         for key, child in self._items():
             counts, total = child.snapshot()
             for bound, count in zip(bounds, counts, strict=True):
-                labels = _label_text(self.labelnames, key, f'le="{bound}"')
+                labels = _label_text(self.labelnames, key, f'le="{bound}"', first)
                 yield f"{self.name}_bucket{labels} {count}\n"
-            labels = _label_text(self.labelnames, key)
+            labels = _label_text(self.labelnames, key, first=first)
             yield f"{self.name}_sum{labels} {_format_value(total)}\n"
             yield f"{self.name}_count{labels} {counts[-1]}\n"
 
@@ -453,10 +459,8 @@ class Registry:
         """This process's families only (labelled with its worker, if shared)."""
         with self._lock:
             families = list(self._families.values())
-        text = "".join(f.render() for f in families).encode("utf-8")
-        if self._worker is not None:
-            text = label_samples(text, "worker", self._worker)
-        return text
+        first = "" if self._worker is None else f'worker="{_escape_label(self._worker)}"'
+        return "".join(f.render(first) for f in families).encode("utf-8")
 
     def share(self, worker: str, peers: Callable[[], Iterable[bytes]]) -> None:
         """Serve as one of several worker processes: every sample gets a
@@ -465,25 +469,6 @@ class Registry:
         that a scrape reaching any worker sees them all."""
         self._worker = worker
         self._peers = peers
-
-
-def label_samples(text: bytes, name: str, value: str) -> bytes:
-    """``text`` (an exposition) with the label ``name="value"`` first on every sample."""
-    label = f'{name}="{_escape_label(value)}"'.encode()
-    out = []
-    for line in text.split(b"\n"):
-        brace = line.find(b"{")
-        space = line.find(b" ")
-        if not line or line.startswith(b"#") or space == -1:
-            out.append(line)
-            continue
-        if brace != -1 and (space == -1 or brace < space):
-            rest = line[brace + 1 :]
-            sep = b"" if rest.startswith(b"}") else b","
-            out.append(line[: brace + 1] + label + sep + rest)
-        else:
-            out.append(line[:space] + b"{" + label + b"}" + line[space:])
-    return b"\n".join(out)
 
 
 def merge_expositions(texts: Iterable[bytes]) -> bytes:
