@@ -327,6 +327,8 @@ stop_server() { # SIGTERM, wait up to 30 s for the drain; sets STOP_STATUS
     [ "$STOP_STATUS" != 0 ] || STOP_STATUS=$rc
 }
 trap stop_server EXIT
+# An interrupted run still stops the emulated server (the EXIT trap).
+trap 'exit 1' INT TERM HUP
 
 start_server() { # start_server LOGNAME [extra rawserve flags]; sets SERVER_PID, READY_S, READY_CPU_S
     local logfile=$RUN/$1.log
