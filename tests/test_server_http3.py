@@ -515,7 +515,7 @@ def test_a_long_connection_keeps_no_state_for_finished_streams() -> None:
                 return {
                     "drivers": len(conn.streams),
                     "streams": len(adapter._streams),
-                    "draining": len(adapter._draining),
+                    "draining": len(adapter._sender.draining),
                     "h3 request streams": len([i for i in adapter._h3._stream if i % 4 == 0]),
                 }
 

@@ -41,7 +41,7 @@ from rawserve.core.events import (
     ResponseStart,
     StreamReset,
 )
-from rawserve.core.priority import DEFAULT_PRIORITY, Priority, parse_priority_field
+from rawserve.core.priority import DEFAULT_PRIORITY, parse_priority_field
 from rawserve.protocols.http3.h3 import (
     KNOWN_UNI_TYPES,
     PRIORITY_UPDATE_PUSH,
@@ -52,6 +52,7 @@ from rawserve.protocols.http3.h3 import (
     Trailers,
 )
 from rawserve.protocols.http3.quic import FlowControlledQuic
+from rawserve.protocols.http3.sender import Sender
 from rawserve.protocols.http3.stream import Stream
 from rawserve.protocols.semantics import (
     CONNECTION_SPECIFIC,
@@ -60,7 +61,6 @@ from rawserve.protocols.semantics import (
     check_trailers,
     parse_request_head,
     response_head,
-    write_order,
 )
 
 __all__ = ["H3_ALPN", "H3Connection", "reason_from_code"]
@@ -70,8 +70,6 @@ H3_ALPN = ["h3"]
 # (RFC 8470 section 3, RFC 9114 section 10.9): safe ones only.
 EARLY_DATA_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Incremental streams share the congestion window this many bytes at a time.
-INCREMENTAL_QUANTUM = 16 * 1024
-DATA_FRAME_OVERHEAD = 9  # type (1) + length (at most 8)
 
 # RFC 9114 section 8.1 codes for the protocol-neutral reasons, and back.
 _CODE_FOR_REASON: dict[ResetReason, int] = {
@@ -133,6 +131,7 @@ class H3Connection:
         self._h3: ServerH3 | None = None
         self._control = ControlReader()
         self._streams: dict[int, Stream] = {}
+        self._sender = Sender(self._quic, self._streams, done=self._response_done, drop=self._drop)
         # PRIORITY_UPDATE frames that arrived before their request (RFC 9218
         # section 7.1), at most max_concurrent_streams of them.
         self._early_priorities: dict[int, bytes] = {}
@@ -148,9 +147,6 @@ class H3Connection:
         # QUIC's idle timeout counts silence, not open requests: while one is
         # open, a PING every half timeout keeps a slow handler's connection.
         self._keepalive_s = limits.idle_timeout_s / 2
-        # Answered streams whose last bytes QUIC has not sent yet, with their
-        # priority: less urgent responses wait behind them.
-        self._draining: dict[int, Priority] = {}
         # Bytes of request streams whose head has not been decoded yet
         # (bounded by QUIC's stream limit).
         self._head_bytes: dict[int, int] = {}
@@ -232,6 +228,7 @@ class H3Connection:
                 self._on_peer_reset(event, now, out)  # type: ignore[arg-type]
             elif t is qe.ProtocolNegotiated:
                 self._h3 = ServerH3(quic, max_field_section_size=self._limits.max_header_bytes)
+                self._sender.h3 = self._h3
             elif t is qe.HandshakeCompleted:
                 self.handshake_complete = True
                 self.session_resumed = event.session_resumed  # type: ignore[attr-defined]
@@ -654,148 +651,16 @@ class H3Connection:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         out: list[tuple[bytes, NetworkAddress]] = []
         if self._h3 is not None and not self.terminated:
-            out = self._pump(now)
+            out = self._sender.pump(now)
             if (
                 self._goaway_id is not None
                 and not self._closing
                 and not self._streams
-                and self._responses_delivered()
+                and self._sender.responses_delivered()
             ):
                 self._close_connection(ErrorCode.H3_NO_ERROR, "")
         out += self._quic.datagrams_to_send(now)
         return out
-
-    def _pump(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
-        """Hand queued response bytes to QUIC in RFC 9218 order, no more than
-        the congestion window can send now and the peer's windows accept.
-
-        aioquic packs the streams it holds round-robin, packet by packet; so
-        that a more urgent response is not interleaved with a less urgent one
-        when not everything can leave at once, what one stream (or one
-        incremental group) was given is packed into datagrams before the next
-        one gets any."""
-        ready = [
-            (sid, s.priority)
-            for sid, s in self._streams.items()
-            if s.queue or (s.closing and not s.response_done)
-        ]
-        # Responses entirely handed over keep their place while QUIC still
-        # holds unsent bytes of theirs.
-        waiting = []
-        for sid, priority in list(self._draining.items()):
-            if self._unsent(sid):
-                waiting.append((sid, priority))
-            else:
-                del self._draining[sid]
-        if not ready:
-            return []
-        ready += waiting
-        units: list[tuple[bool, tuple[int, ...]]] = []
-        for group in write_order(ready):
-            if group.incremental:
-                units.append((True, group.stream_ids))
-            else:
-                units.extend((False, (sid,)) for sid in group.stream_ids)
-        out: list[tuple[bytes, NetworkAddress]] = []
-        budget = self._budget()
-        # When everything waiting fits in what can leave now (the common case:
-        # small responses), it all leaves in this flush whatever the packing,
-        # and one packing of all streams together saves datagrams.
-        fits = not waiting and budget >= sum(
-            self._streams[sid].queued + DATA_FRAME_OVERHEAD for sid, _ in ready
-        )
-        for i, (incremental, ids) in enumerate(units):
-            if budget <= 0:
-                break
-            before = budget
-            if not incremental:
-                budget = self._feed(ids[0], budget, -1)
-            else:
-                pending = list(ids)
-                while pending:
-                    start = budget
-                    for sid in pending:
-                        budget = self._feed(sid, budget, INCREMENTAL_QUANTUM)
-                    pending = [s for s in pending if s in self._streams and self._streams[s].queue]
-                    if budget == start:
-                        break
-            if i + 1 == len(units) or fits:
-                continue
-            if budget != before:
-                out += self._quic.datagrams_to_send(now)
-                budget = self._budget()
-            if any(self._unsent(sid) for sid in ids):
-                break  # paced or out of window: the rest waits its turn
-        return out
-
-    def _unsent(self, sid: int) -> int:
-        """Bytes of the stream QUIC holds and has not sent yet."""
-        qs = self._quic._streams.get(sid)
-        return qs.sender._buffer_stop - qs.sender.highest_offset if qs is not None else 0
-
-    def _budget(self) -> int:
-        """Bytes QUIC could send now: the congestion window and the peer's
-        connection window, less what it holds unsent."""
-        quic = self._quic
-        unsent = sum(self._unsent(sid) for sid in self._streams)
-        loss = quic._loss
-        return (
-            min(
-                loss.congestion_window - loss.bytes_in_flight,
-                quic._remote_max_data - quic._remote_max_data_used,
-            )
-            - unsent
-        )
-
-    def _feed(self, sid: int, budget: int, quantum: int) -> int:
-        """Move up to ``budget`` bytes (``quantum`` at most, if positive) of
-        the stream's queue into QUIC; the budget left."""
-        stream = self._streams.get(sid)
-        qs = self._quic._streams.get(sid)
-        h3 = self._h3
-        assert h3 is not None
-        if stream is None:
-            return budget
-        if qs is None:
-            self._drop(sid, stream)
-            return budget
-        room = min(budget, qs.max_stream_data_remote - qs.sender._buffer_stop)
-        if quantum > 0:
-            room = min(room, quantum + DATA_FRAME_OVERHEAD)
-        queue = stream.queue
-        while queue and room > DATA_FRAME_OVERHEAD:
-            chunk = queue[0]
-            size = room - DATA_FRAME_OVERHEAD
-            if len(chunk) <= size:
-                queue.popleft()
-                piece = chunk
-            else:
-                view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
-                piece = view[:size]
-                queue[0] = view[size:]
-            stream.queued -= len(piece)
-            last = stream.closing and not queue
-            h3.send_data(sid, bytes(piece), end_stream=last)
-            cost = len(piece) + DATA_FRAME_OVERHEAD
-            room -= cost
-            budget -= cost
-            if last:
-                self._response_done(sid, stream)
-                return budget
-        if stream.closing and not queue and not stream.response_done:
-            h3.send_data(sid, b"", end_stream=True)
-            self._response_done(sid, stream)
-        return budget
-
-    def _responses_delivered(self) -> bool:
-        """Every response stream's bytes are acknowledged (or reset). A request
-        stream whose head is still on its way counts too: QUIC opened it with
-        the later one (RFC 9000 3.2), and below the GOAWAY id it will be
-        processed (RFC 9114 5.2); the graceful timeout bounds the wait."""
-        for sid, qs in self._quic._streams.items():
-            if sid % 4 == 0 and not qs.sender.is_finished:
-                return False
-        return True
 
     # -- credit ----------------------------------------------------------------
 
@@ -844,8 +709,8 @@ class H3Connection:
 
     def _response_done(self, sid: int, stream: Stream) -> None:
         stream.response_done = True
-        if len(self._draining) < self._limits.max_concurrent_streams:
-            self._draining[sid] = stream.priority
+        if len(self._sender.draining) < self._limits.max_concurrent_streams:
+            self._sender.draining[sid] = stream.priority
         if stream.request_ended:
             self._forget(sid, stream)
         else:
@@ -891,7 +756,7 @@ class H3Connection:
             pass
 
     def _drop(self, sid: int, stream: Stream) -> None:
-        self._draining.pop(sid, None)
+        self._sender.draining.pop(sid, None)
         stream.queue.clear()
         stream.queued = 0
         self._forget(sid, stream)
