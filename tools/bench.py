@@ -57,9 +57,11 @@ Scenarios (``--scenarios``):
   servers (issue 12's target: rawserve at most half of hypercorn's). The
   HTTP/3 server runs in a process of its own (with QUIC on, its TLS answers
   would carry Alt-Svc); its TLS port answers the readiness probe;
-- ``workers``: A over HTTP/1.1 (``-c 16``) and h2c (4 connections x 16
-  streams: SO_REUSEPORT spreads connections, not streams) against rawserve
-  ``--workers 1`` and ``--workers 2``, uvicorn ``--workers 2`` and granian
+- ``workers``: A over HTTP/1.1 (``-c 16``) and h2c (16 connections x 4
+  streams: SO_REUSEPORT spreads connections, not streams, by a hash, and 4
+  connections would land 3-1 or 4-0 on two workers more often than not)
+  against rawserve ``--workers 1`` and ``--workers 2``, uvicorn
+  ``--workers 2`` and granian
   ``--workers 2``, UNPINNED: servers and h2load get every core (taskset over
   all of them), so on a 2-core machine h2load and two workers share two
   cores. A rawserve that refuses ``--workers 2`` (before issue 17) is
@@ -1173,9 +1175,10 @@ class Bench:
                     continue
                 columns = [c for c in FLAVORS[flavor].columns if c in ("h1", "h2c")]
                 wanted.append((flavor, columns))
-            # h2c from 4 connections: SO_REUSEPORT spreads connections, not
-            # streams, so one connection would reach one worker.
-            shape = Shape(16, 4, 16)
+            # h2c from 16 connections: SO_REUSEPORT hashes connections, not
+            # streams, to workers: one connection would reach one worker, and
+            # 4 would split 3-1 or 4-0 on two workers 5 times in 8.
+            shape = Shape(16, 16, 4)
             warm, floor = (100, 200) if self.args.quick else (1000, 2000)
             cells = []
             if wanted:
@@ -2077,8 +2080,9 @@ def markdown_workers(report: dict[str, Any]) -> str:
             "cores, so two workers cannot double the rate, and h2load's own CPU is taken from "
             "them",
         ),
-        f"HTTP/1.1 `-c 16` as in A; h2c from 4 connections x 16 streams (SO_REUSEPORT spreads "
-        "connections, not streams: A's one connection would reach one worker). Server CPU per "
+        "HTTP/1.1 `-c 16` as in A; h2c from 16 connections x 4 streams (SO_REUSEPORT hashes "
+        "connections, not streams, to workers: A's one connection would reach one worker, and "
+        "4 connections would split 3-1 or 4-0 more often than not). Server CPU per "
         "request is the whole process tree's (supervisor and workers). Load average at the end "
         f"of the scenario: {', '.join(f'{v:.2f}' for v in w.get('load', m['load']))}"
         + (" (a busy machine: other work shared both cores)." if busy(w, m) else "."),
