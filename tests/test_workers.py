@@ -350,6 +350,55 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(two: Served)
     two.wait_ready()
 
 
+def test_a_dead_workers_quic_clients_get_a_stateless_reset_from_its_replacement() -> None:
+    """Connection IDs carry their worker and reset tokens derived with a key
+    every worker shares: once the owner of a connection is killed and
+    replaced, the client's next packet is answered with a stateless reset
+    bearing the token the client was given (RFC 9000 section 10.3), so it
+    gives up at once instead of at its idle timeout."""
+    served = Served("--workers", "2", "tests.apps.echo_app:app")
+    try:
+        served.ready()
+
+        async def connection_ids() -> list[tuple[bytes, bytes]]:
+            """The handshake's connection ID (its token in the transport
+            parameters) and one issued later (NEW_CONNECTION_ID)."""
+            ids = []
+            async with h3_connect(served.quic_port) as c:
+                assert (await c.request("GET", "/slow?seconds=0")).status == 200
+                ids.append((c._quic._peer_cid.cid, c._quic._peer_cid.stateless_reset_token))
+                c._quic.change_connection_id()
+                assert (await c.request("GET", "/slow?seconds=0")).status == 200
+                ids.append((c._quic._peer_cid.cid, c._quic._peer_cid.stateless_reset_token))
+            return ids
+
+        ids = asyncio.run(connection_ids())
+        assert ids[0][0] != ids[1][0]
+        assert all(len(cid) == 10 and len(token) == 16 for cid, token in ids)
+        owner = int.from_bytes(ids[0][0][:2], "big")
+        assert int.from_bytes(ids[1][0][:2], "big") == owner
+        victim = served.pids[owner]
+        os.kill(victim, signal.SIGKILL)
+        served.wait_for(
+            lambda lines: any(f"worker {owner} (pid" in x and "serving again" in x for x in lines)
+        )
+        # A short-header packet of that connection, from anywhere: the kernel
+        # steers it to the replacement, which no longer has the connection.
+        for cid, token in ids:
+            packet = b"\x41" + cid + os.urandom(60)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(10)
+                sock.sendto(packet, ("127.0.0.1", served.quic_port))
+                reset, _ = sock.recvfrom(2048)
+            assert len(reset) < len(packet) and len(reset) >= 21
+            assert reset[0] & 0xC0 == 0x40  # looks like a short-header packet
+            assert reset[-16:] == token
+        assert served.stop() == 0
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+
+
 def _read_response(sock: socket.socket) -> bytes:
     data = b""
     while b"\r\n\r\n" not in data:

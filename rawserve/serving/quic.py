@@ -27,6 +27,8 @@ address; the owner answers from its own socket on the same port.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import os
 import socket
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING
 from aioquic._buffer import Buffer
 from aioquic.asyncio.server import _encode_invalid_token_close
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+from aioquic.quic.connection import QuicConnectionId
 from aioquic.quic.packet import (
     QuicPacketType,
     encode_quic_retry,
@@ -71,6 +74,12 @@ MAX_TICKETS = 10_000
 # workers) and 8 random bytes, as unguessable as aioquic's own 8.
 WORKER_ID_BYTES = 2
 STEERED_CID_LENGTH = WORKER_ID_BYTES + 8
+# Stateless resets (RFC 9000 section 10.3) sent per second at most, and the
+# smallest packet answered with one (a reset is always shorter than what
+# it answers, so two endpoints cannot loop; 21 bytes is the least a reset can be).
+MAX_RESETS_PER_S = 100
+MIN_RESET_BYTES = 21
+STATELESS_RESET_TOKEN_BYTES = 16
 
 
 @dataclass
@@ -86,10 +95,19 @@ class Steering:
     inbox: socket.socket
     outboxes: Sequence[socket.socket | None]
     retry: QuicRetryTokenHandler | None = None
+    # Stateless reset tokens are derived from the connection ID with this key,
+    # the same in every worker and its replacements: a worker restarted after
+    # a crash can tell the clients of the connections that died with its
+    # predecessor so at once, instead of leaving them to their idle timeout.
+    reset_key: bytes = b""
 
     @property
     def prefix(self) -> bytes:
         return self.index.to_bytes(WORKER_ID_BYTES, "big")
+
+    def reset_token(self, cid: bytes) -> bytes:
+        digest = hmac.digest(self.reset_key, cid, hashlib.sha256)
+        return digest[:STATELESS_RESET_TOKEN_BYTES]
 
     def owner(self, cid: bytes) -> int | None:
         """The worker whose connection ID this is, if it names one."""
@@ -124,14 +142,21 @@ def unpack_forwarded(msg: bytes) -> tuple[bytes, tuple[str, int] | tuple[str, in
     raise ValueError("not a forwarded datagram")
 
 
-def claim_connection_ids(adapter: H3Connection, prefix: bytes) -> None:
-    """Make every connection ID the connection issues start with ``prefix``.
-    aioquic draws them from os.urandom with no hook, so the first one (made
-    in its constructor, before any packet) is replaced and the refill that
-    issues the later ones is wrapped (private parts; aioquic is pinned)."""
+def claim_connection_ids(adapter: H3Connection, steering: Steering) -> None:
+    """Make every connection ID the connection issues start with the worker's
+    prefix, with a stateless reset token any worker can derive again. aioquic
+    draws both from os.urandom with no hook, so the first ID (made in its
+    constructor, before any packet) is replaced and the refill that issues
+    the later ones is wrapped (private parts; aioquic is pinned)."""
     quic = adapter._quic
+    prefix = steering.prefix
+
+    def claim(issued: QuicConnectionId) -> None:
+        issued.cid = prefix + os.urandom(STEERED_CID_LENGTH - len(prefix))
+        issued.stateless_reset_token = steering.reset_token(issued.cid)
+
     first = quic._host_cids[0]
-    first.cid = prefix + os.urandom(STEERED_CID_LENGTH - len(prefix))
+    claim(first)
     quic.host_cid = first.cid
     quic._local_initial_source_connection_id = first.cid
     refill = quic._replenish_connection_ids
@@ -140,7 +165,7 @@ def claim_connection_ids(adapter: H3Connection, prefix: bytes) -> None:
         known = len(quic._host_cids)
         refill()
         for issued in quic._host_cids[known:]:
-            issued.cid = prefix + os.urandom(STEERED_CID_LENGTH - len(prefix))
+            claim(issued)
 
     quic._replenish_connection_ids = replenish  # type: ignore[method-assign]
 
@@ -185,6 +210,9 @@ class QUICListener:
         # Datagrams handed to their owner worker, and taken from the others.
         self.forwarded_out = 0
         self.forwarded_in = 0
+        self.stateless_resets = 0
+        self._resets = 0
+        self._reset_second = 0
         if steering is not None:
             configuration.connection_id_length = STEERED_CID_LENGTH
             self._retry = steering.retry if retry else None
@@ -285,6 +313,9 @@ class QUICListener:
                 if owner is not None and owner != steering.index:
                     self._forward(owner, data, addr)
                     return
+            if steering is not None and header.packet_type == QuicPacketType.ONE_RTT:
+                self._reset(data, addr, header.destination_cid)
+                return
             conn = self._accept(data, addr, header)
             if conn is None:
                 return
@@ -371,6 +402,34 @@ class QUICListener:
         conn.cids.update((dcid, conn.adapter.host_cid))
         self.server.track(conn.run())
         return conn
+
+    def _reset(self, data: bytes, addr: tuple[str, int], cid: bytes) -> None:
+        """A short-header packet for a connection this worker does not have:
+        if the ID is this worker's, its connection died with a predecessor
+        (a crash, a restart), so answer with a stateless reset and the
+        client closes now instead of at its idle timeout."""
+        steering = self.steering
+        if steering is None or steering.owner(cid) != steering.index:
+            return
+        if len(data) <= MIN_RESET_BYTES:
+            return
+        second = int(self.loop.time())
+        if second != self._reset_second:
+            self._reset_second, self._resets = second, 0
+        if self._resets >= MAX_RESETS_PER_S:
+            return
+        self._resets += 1
+        # Shorter than what it answers (no loops), and looks like any
+        # short-header packet: 0b01 then unpredictable bits, the token last.
+        size = min(len(data) - 1, 43)
+        body = bytearray(os.urandom(size - STATELESS_RESET_TOKEN_BYTES))
+        body[0] = 0x40 | (body[0] & 0x3F)
+        try:
+            self.sock.sendto(bytes(body) + steering.reset_token(cid), addr)
+        except OSError as exc:
+            log.debug("cannot send a stateless reset: %s", exc)
+            return
+        self.stateless_resets += 1
 
     def _forward(self, owner: int, data: bytes, addr: tuple[str, int]) -> None:
         assert self.steering is not None
@@ -478,7 +537,7 @@ class QUICConnection(StreamConnection):
             server_header=server_header,
         )
         if listener.steering is not None:
-            claim_connection_ids(self.adapter, listener.steering.prefix)
+            claim_connection_ids(self.adapter, listener.steering)
         self.server.connections.add(self)
 
     # -- datagrams in ----------------------------------------------------------------

@@ -255,6 +255,7 @@ def _add_steering(sets: list[WorkerSockets], cfg: Config) -> None:
 
     # One key for every worker: a Retry token one issued validates on any.
     retry = QuicRetryTokenHandler() if cfg.quic_retry else None
+    reset_key = os.urandom(32)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in sets]
     for outbox, inbox in pairs:
         # A socketpair's peer is not bounded by net.unix.max_dgram_qlen, only
@@ -270,6 +271,7 @@ def _add_steering(sets: list[WorkerSockets], cfg: Config) -> None:
             inbox=pairs[i][1],
             outboxes=[None if j == i else out for j, (out, _) in enumerate(pairs)],
             retry=retry,
+            reset_key=reset_key,
         )
 
 
@@ -345,6 +347,11 @@ def _share_metrics(app: Any, server: Server, board: MetricsBoard, index: int) ->
             "changed), by direction: out to their owner, in from another worker.",
             ["direction"],
             callback=lambda: {("out",): quic.forwarded_out, ("in",): quic.forwarded_in},
+        )
+        registry.gauge(
+            "rawserve_quic_stateless_resets",
+            "Stateless resets sent for connections that died with a worker, since start.",
+            callback=lambda: quic.stateless_resets,
         )
     return registry
 
