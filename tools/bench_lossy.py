@@ -563,7 +563,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     except ImportError:
         log("   matplotlib not installed: no plot")
         return False
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     finite = [r[k] for r in report["rows"] for k in ("p50_ms", "p99_ms") if math.isfinite(r[k])]
     # A percentile that fell on a lost request is drawn as an x above the rest.
     lost_at = max(finite, default=1.0) * 2
@@ -597,7 +597,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     ax.set_xticks(report["loss"])
     ax.set_title(f"Digits, one connection, {report['streams']} requests in flight")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside, not over, the lines
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
