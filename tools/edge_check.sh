@@ -33,10 +33,11 @@
 # downloads and the full install. --clean empties it first; --clean-only
 # empties it and exits.
 #
-# Time (2 shared x86_64 cores, docs/EDGE.md): about 8 minutes the first run
-# (debootstrap about 1, the emulated pip install about 3), about 3.5 minutes
-# cached (the one-minute idle measurement and two emulated start-ups). It
-# downloads from Debian and PyPI and takes minutes: NOT for CI; run by hand.
+# Time (2 shared x86_64 cores, docs/EDGE.md): 4 to 8 minutes the first run
+# (debootstrap under a minute, the emulated pip install 1.5 to 3), 3.5 to
+# 4.5 minutes cached (the one-minute idle measurement and two emulated
+# start-ups). It downloads from Debian and PyPI and takes minutes: NOT for
+# CI; run it by hand.
 #
 # Environment: EDGE_CACHE, EDGE_MIRROR (http://deb.debian.org/debian),
 # EDGE_CPU (cortex-a72, the Raspberry Pi 4's core; cortex-a76 for a Pi 5),
@@ -403,7 +404,10 @@ note "RSS after warm-up: $((rss / 1024)) MiB (peak $((hwm / 1024)) MiB, $threads
 
 sleep 2
 a=$(ticks)
-sleep "$IDLE_SECONDS"
+# In the background and waited for, so that a TERM or INT to the script
+# stops it (and the server, by the EXIT trap) now rather than a minute later.
+sleep "$IDLE_SECONDS" &
+wait $!
 b=$(ticks)
 note "idle CPU over ${IDLE_SECONDS} s (ONNX Runtime spinning off, the default): $(awk -v t=$((b - a)) -v hz="$CLK_TCK" -v s="$IDLE_SECONDS" 'BEGIN { printf "%.2f s = %.2f%% of one core", t / hz, 100 * t / hz / s }')"
 
