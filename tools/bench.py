@@ -525,8 +525,8 @@ def fetch(
             cmd = [sys.executable, str(H3LOAD), str(split.port), "--once", "--path", split.path]
             cmd += ["--body", file.name] if body is not None else []
             try:
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10)
-                answer = json.loads(done.stdout)
+                ran = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10)
+                answer = json.loads(ran.stdout)
             except (subprocess.TimeoutExpired, ValueError):
                 return 0, b""
         return max(0, answer["status"]), answer["body"].encode()
@@ -587,7 +587,7 @@ def running(
     by_cell: dict[tuple[str, str], Server] = {}
     try:
         for flavor, columns in wanted:
-            groups = [(c,) for c in columns]
+            groups: list[tuple[str, ...]] = [(c,) for c in columns]
             if FLAVORS[flavor].one_process:
                 # HTTP/3 in a process of its own: with QUIC on, TLS answers
                 # carry Alt-Svc, and the CPU read is HTTP/3's alone.
@@ -1215,7 +1215,7 @@ class Bench:
 
     def scenario_batching(self, scenario: str, model: ModelSpec) -> None:
         progress_line(f"== {scenario}: {model.description}, 64 clients with one item each")
-        peers = ("uvicorn", "uvicorn-sync", "zttp", "granian", "hypercorn")
+        peers: tuple[str, ...] = ("uvicorn", "uvicorn-sync", "zttp", "granian", "hypercorn")
         if scenario == "C":
             peers = tuple(p for p in peers if p != "uvicorn-sync")  # it has no V2 route
         wanted = []
@@ -1767,7 +1767,7 @@ def judge(report: dict[str, Any]) -> list[str]:
             f"{'yes' if met else 'no'} |"
         )
     for column, c in s.get("B", {}).get("columns", {}).items():
-        mine = next(
+        mine: dict[str, Any] = next(
             (x for x in s["B"]["cells"] if x["flavor"] == "rawserve" and x["column"] == column), {}
         )
         met = c["rps_ratio"] >= 4

@@ -412,26 +412,26 @@ def measure(args: argparse.Namespace, net: Net, workdir: Path) -> dict[str, Any]
             )
         net.set_loss(0)
     rows = []
-    for (server, protocol, loss), got in runs.items():
+    for (server, protocol, loss), done in runs.items():
         # A request never answered is slower than any answered one: leaving
         # it out would flatter the percentiles of the server that lost it.
-        latencies = [v for r in got for v in r.latencies_ms]
-        latencies += [math.inf] * sum(r.errors for r in got)
+        latencies = [v for r in done for v in r.latencies_ms]
+        latencies += [math.inf] * sum(r.errors for r in done)
         rows.append(
             {
                 "server": server,
                 "protocol": protocol,
                 "loss": loss,
-                "runs": len(got),
-                "answered": sum(r.answered for r in got),
-                "errors": sum(r.errors for r in got),
-                "dropped": sum(r.dropped for r in got),
+                "runs": len(done),
+                "answered": sum(r.answered for r in done),
+                "errors": sum(r.errors for r in done),
+                "dropped": sum(r.dropped for r in done),
                 "p50_ms": bench.percentile(latencies, 50),
                 "p99_ms": bench.percentile(latencies, 99),
                 "max_ms": max(latencies) if latencies else math.nan,
-                "answered_p99_ms": bench.percentile([v for r in got for v in r.latencies_ms], 99),
-                "rps": statistics.median(r.rps for r in got) if got else math.nan,
-                "notes": sorted({r.note for r in got if r.note}),
+                "answered_p99_ms": bench.percentile([v for r in done for v in r.latencies_ms], 99),
+                "rps": statistics.median(r.rps for r in done) if done else math.nan,
+                "notes": sorted({r.note for r in done if r.note}),
             }
         )
     return {"rows": rows, "incomplete": incomplete}
@@ -567,7 +567,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     finite = [r[k] for r in report["rows"] for k in ("p50_ms", "p99_ms") if math.isfinite(r[k])]
     # A percentile that fell on a lost request is drawn as an x above the rest.
     lost_at = max(finite, default=1.0) * 2
-    lost_label = "requests lost: percentile unbounded"
+    lost_label: str | None = "requests lost: percentile unbounded"
     for i, (server, protocol) in enumerate(
         (s, p) for s in SERVERS for p in PROTOCOLS if s in report["servers"]
     ):

@@ -116,7 +116,7 @@ class LoadClient(QuicConnectionProtocol):
             for sid in list(self.pending):
                 self._end(sid, -1)
         for h3_event in self.h3.handle_event(event):
-            sid = getattr(h3_event, "stream_id", None)
+            sid = getattr(h3_event, "stream_id", -1)
             if sid not in self.pending:
                 continue
             if isinstance(h3_event, HeadersReceived) and not self.pending[sid][1]:
