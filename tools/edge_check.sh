@@ -34,7 +34,7 @@
 # empties it and exits.
 #
 # Time (2 shared x86_64 cores, docs/EDGE.md): 4 to 8 minutes the first run
-# (debootstrap under a minute, the emulated pip install 1.5 to 3), 3.5 to
+# (debootstrap under a minute, the emulated pip install 1.5 to 3), 3 to
 # 4.5 minutes cached (the one-minute idle measurement and two emulated
 # start-ups). It downloads from Debian and PyPI and takes minutes: NOT for
 # CI; run it by hand.
