@@ -257,3 +257,26 @@ def test_a_client_announcing_4gb_gets_the_capped_table() -> None:
     assert answered == 100
     assert held and all(size == ENCODER_TABLE_BYTES for size, _ in held), held
     assert all(used <= ENCODER_TABLE_BYTES for _, used in held), held
+
+
+# -- fields new in every response stay out of the table ------------------------------
+
+
+def test_server_timing_is_sent_without_indexing() -> None:
+    from hpack.table import HeaderTable
+
+    enc, dec = FastEncoder(), Decoder()
+    for i in range(100):
+        head = [
+            (b":status", b"200"),
+            (b"content-type", b"application/json"),
+            (b"server-timing", b"queue;dur=%d.000, infer;dur=0.%03d" % (i, i)),
+            (b"content-length", b"55"),
+        ]
+        for huffman in (False, True):
+            assert dec.decode(enc.encode(head, huffman=huffman), raw=True) == head
+    names = [name for name, _ in enc.header_table.dynamic_entries]
+    # The repeated fields are indexed once; the unique ones never are, so
+    # the table (and every search of it) stays small.
+    assert sorted(names) == [b"content-length", b"content-type"]
+    assert len(enc.header_table.dynamic_entries) < len(HeaderTable.STATIC_TABLE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hpack
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
-from hpack.hpack import INDEX_INCREMENTAL, INDEX_NEVER
+from hpack.hpack import INDEX_INCREMENTAL, INDEX_NEVER, INDEX_NONE
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.huffman_table import decode_huffman
 from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
@@ -103,6 +103,15 @@ _INDEXED = [bytes((0x80 | i,)) for i in range(127)]
 # per connection (a peer announcing 4 GB let unique headers pile up without end).
 ENCODER_TABLE_BYTES = 4096
 
+# Response fields whose value is new in nearly every response (rawserve's own
+# Server-Timing carries each request's queue and run times). Indexed, each one
+# would take a dynamic table entry nobody refers to again, push out the
+# entries that do repeat (content-type, cache-status, ...), and lengthen every
+# later search: hpack scans the dynamic table linearly for each field, so with
+# the table full of them a response head cost ~50 comparisons per field. They
+# go out as literals without indexing (RFC 7541 section 6.2.2).
+UNINDEXED_NAMES = frozenset({b"server-timing"})
+
 # Each byte's Huffman code (RFC 7541 Appendix B) as a string of bits.
 _HUFFMAN_BITS = [
     format(code, f"0{length}b")
@@ -134,7 +143,8 @@ class _LinearHuffman:
 class FastEncoder(hpack.Encoder):
     """hpack's encoder without its debug log call per field, with the one-byte
     indexed fields that repeated response headers become made once, Huffman
-    coding in linear time, and a dynamic table of at most ``max_table_bytes``.
+    coding in linear time, a dynamic table of at most ``max_table_bytes``, and
+    ``UNINDEXED_NAMES`` kept out of it.
 
     The peer's SETTINGS_HEADER_TABLE_SIZE is a ceiling, not an order: an
     encoder may use less, and says so with a dynamic table size update at the
@@ -160,6 +170,8 @@ class FastEncoder(hpack.Encoder):
     def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
         # hpack's Encoder.add, the same decisions.
         name, value = to_add
+        if name in UNINDEXED_NAMES and not sensitive:
+            return self._encode_literal(name, value, INDEX_NONE, huffman)
         table = self.header_table
         indexbit = INDEX_NEVER if sensitive else INDEX_INCREMENTAL
         match = table.search(name, value)
