@@ -218,6 +218,16 @@ def test_predict_json_rows_parse_or_refuse(payload: Any) -> None:
         assert str(exc)
         return
     assert array.dtype == np.float64 and array.ndim in (1, 2)
+    # Straight to the model's FP32 when every value fits: the same numbers as
+    # the float64 array cast, else the float64 array itself (validate names
+    # the value out of range).
+    narrow = _json_rows(json.dumps(payload).encode(), MAX_ELEMENTS, np.dtype(np.float32))
+    if narrow.dtype == np.float32:
+        with np.errstate(over="ignore"):
+            assert np.array_equal(narrow, array.astype(np.float32))
+    else:
+        assert np.array_equal(narrow, array)
+        assert np.abs(array).max() > np.finfo(np.float32).max
 
 
 @st.composite
