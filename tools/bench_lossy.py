@@ -15,9 +15,11 @@ client's, joined by a veth pair. In each, an nftables input chain drops
 ``numgen random mod 100 < N`` of the packets arriving on the veth, so each
 direction loses N % (this kernel has no netem). Drops are made on arrival,
 where packets are single: GSO is off on both veth ends (``gso_max_segs 1``),
-or one drop would take a whole UDP GSO batch or TSO burst (the output hook
-sees them before segmentation). Nothing is added to the host's own network
-or ruleset.
+or one drop would take a whole UDP GSO batch or TSO burst: the output hook
+sees them before segmentation, and veth hands them over unsegmented (one
+``sendmsg`` of 20 datagrams with ``UDP_SEGMENT`` is 1 packet at the
+receiver's input hook by default, 20 with ``gso_max_segs 1``). Nothing is
+added to the host's own network or ruleset.
 
 Each run: one connection, ``--streams`` (16) requests in flight, ``--requests``
 digits ``POST /predict`` (JSON in and out), by h2load (h2 over TLS) or
