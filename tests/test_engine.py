@@ -520,3 +520,127 @@ async def test_a_short_warm_up_logs_one_line(
         await make_engine(max_batch_size=8)
     assert not [r for r in caplog.records if "warming up model" in r.getMessage()]
     assert [r for r in caplog.records if "warmed up" in r.getMessage()]
+
+
+# -- cheap models run on the loop ------------------------------------------------------
+
+
+class RunLog:
+    """``Model.run`` itself, wrapped: the thread and first rows of every run,
+    and an optional sleep after it (a plain ``Model``, not a subclass: only
+    ONNX Runtime's own runs are timed and moved to the loop)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.threads: list[int] = []
+        self.first_values: list[float] = []
+        self.sleep_s = 0.0
+        original = Model.run
+
+        def run(
+            model: Model, inputs: Mapping[str, Array], output_names: Sequence[str] | None = None
+        ) -> dict[str, Array]:
+            self.threads.append(threading.get_ident())
+            self.first_values.append(float(inputs["input"][0][0]))
+            out = original(model, inputs, output_names)
+            if self.sleep_s:
+                time.sleep(self.sleep_s)
+            return out
+
+        monkeypatch.setattr(Model, "run", run)
+
+    def clear(self) -> None:
+        self.threads.clear()
+        self.first_values.clear()
+
+
+async def test_a_cheap_model_runs_on_the_loop(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch, samples: tuple[Array, Array]
+) -> None:
+    # Any run counts as cheap here: where batches run is what is checked.
+    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 1.0)
+    runs = RunLog(monkeypatch)
+    engine = await make_engine(max_batch_size=32)
+    x, _ = samples
+    expected = engine.model("digits").run({"input": x})
+    runs.clear()
+    results = await asyncio.gather(*(engine.infer("digits", {"input": r[None, :]}) for r in x))
+    # Every request of the loop turn shares one run, on the loop's thread.
+    assert runs.threads == [threading.get_ident()]
+    assert all(r.batch_size == len(x) for r in results)
+    assert [int(r.outputs["label"][0]) for r in results] == list(expected["label"])
+    stats = engine.stats("digits")
+    assert stats["inline_runs"] == 1 and stats["runs"] == 1 and stats["items_run"] == len(x)
+    counts, total = batch_histogram(engine)
+    assert counts[-1] == 1 and total == len(x)
+    assert results[0].server_timing().startswith("queue;dur=")
+
+
+async def test_on_the_loop_urgent_items_still_go_first(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 1.0)
+    runs = RunLog(monkeypatch)
+    engine = await make_engine(max_batch_size=1)
+    runs.clear()
+    order: list[str] = []
+
+    async def one(name: str, value: float, urgency: int) -> None:
+        await engine.infer("digits", row(value), priority=urgency)
+        order.append(name)
+
+    # Submitted in one loop turn, the urgent one last: it runs first, and the
+    # others one batch per pump, each after the loop's other callbacks.
+    await asyncio.gather(*(one(f"bulk{i}", 100 + i, 7) for i in range(5)), one("urgent", 9, 0))
+    assert order[0] == "urgent"
+    assert runs.first_values == [9, 100, 101, 102, 103, 104]
+    assert set(runs.threads) == {threading.get_ident()}
+    assert engine.stats("digits")["inline_runs"] == 6
+
+
+async def test_a_model_with_its_own_run_never_runs_on_the_loop(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # However cheap: its run may block or sleep, which the loop must not.
+    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 1.0)
+    model = Recording()
+    engine = await make_engine(model, max_batch_size=4)
+    await asyncio.gather(*(engine.infer("digits", row(i)) for i in range(8)))
+    await engine.infer("digits", row(1))
+    assert engine.stats("digits")["inline_runs"] == 0
+
+
+async def test_a_model_dearer_than_the_bound_runs_in_the_workers(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = RunLog(monkeypatch)
+    runs.sleep_s = 0.002  # every run, warm-up timing included, takes 2 ms or more
+    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 0.001)
+    engine = await make_engine(max_batch_size=4)
+    runs.clear()
+    await asyncio.gather(*(engine.infer("digits", row(i)) for i in range(8)))
+    assert engine.stats("digits")["inline_runs"] == 0
+    assert threading.get_ident() not in runs.threads
+
+
+async def test_a_model_that_slows_down_goes_back_to_the_workers(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 1.0)
+    monkeypatch.setattr(engine_module, "INLINE_GIVE_UP_S", 0.005)
+    monkeypatch.setattr(engine_module, "INLINE_SAMPLE_CAP_S", 0.02)
+    runs = RunLog(monkeypatch)
+    engine = await make_engine(max_batch_size=1)
+    await engine.infer("digits", row(1))
+    assert engine.stats("digits")["inline_runs"] == 1
+    # Now every run takes at least 10 ms: the moving average crosses 5 ms
+    # within a bounded number of runs, and later runs go to a worker.
+    runs.sleep_s = 0.01
+    with caplog.at_level(logging.INFO, logger="rawserve"):
+        for i in range(40):
+            await engine.infer("digits", row(i))
+    inline = engine.stats("digits")["inline_runs"]
+    assert 1 < inline < 40
+    assert any("run in worker threads" in r.getMessage() for r in caplog.records)
+    runs.clear()
+    await engine.infer("digits", row(2))
+    assert runs.threads and runs.threads[0] != threading.get_ident()

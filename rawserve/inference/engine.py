@@ -9,12 +9,21 @@ Batches run in worker threads (``session.run`` releases the GIL), so the event
 loop never blocks on a model. A worker that finishes a batch takes the next
 ready one from the scheduler itself (under the model's lock) before posting
 the answers back to the loop, so a busy model runs batch after batch without
-waiting for the loop (see ``Engine._work``).
+waiting for the loop (see ``Engine._work``), and posts each batch's answers
+to the loop in one call.
+
+A model whose runs take less than ``INLINE_MAX_S`` (measured, per batch size)
+is not worth a thread: handing a batch to a worker and its answers back costs
+the loop more than the run itself. Its batches run on the loop, in the same
+scheduler order, once per loop turn, so that every request that arrived in
+that turn shares one run (see ``Engine._run_inline``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -43,6 +52,27 @@ log = logging.getLogger("rawserve.inference.engine")
 # A warm-up that has run this long logs each batch size it finishes: progress
 # where people wait, silence for the small models that warm up at once.
 WARMUP_PROGRESS_AFTER_S = 1.0
+
+# Batches whose measured run time is below this run on the event loop itself.
+# A worker trip (wake a thread, post the answers back, wake the loop) cost the
+# loop about 60 µs of CPU per batch for the digits model, whose runs take
+# 20-30 µs; the bound keeps what any other client can wait on the model to a
+# tenth of a millisecond.
+INLINE_MAX_S = 100e-6
+# Timed runs per batch size at warm-up, the least of them taken: measured in a
+# worker while the loop waits for it, so no other thread holds the GIL. (Under
+# load a worker's timings include its waits for the GIL, up to the 5 ms switch
+# interval: 170 µs for a 20 µs run was common, so they cannot decide.)
+MEASURE_RUNS = 10
+# Inline run times feed a moving average (weight 1/16); a batch size whose
+# average passes INLINE_GIVE_UP_S goes back to the workers for good. Not
+# INLINE_MAX_S itself: after the loop has idled a few milliseconds, a 20 µs
+# digits run takes 150-250 µs (cold caches), which sparse traffic would
+# average to; the guard is for a model grown ten times dearer than its bound.
+# Each sample is capped so one run stretched by preemption cannot trip it.
+INLINE_EWMA = 1 / 16
+INLINE_GIVE_UP_S = 10 * INLINE_MAX_S
+INLINE_SAMPLE_CAP_S = 4 * INLINE_GIVE_UP_S
 
 # request.on_priority_change: subscribe a listener, get back its remover.
 PriorityHook = Callable[[Callable[[Priority], None]], Callable[[], None]]
@@ -140,6 +170,42 @@ class _ModelState:
     # The scheduler is shared with the worker threads, which take their next
     # batch themselves (see Engine._work); every call into it holds this lock.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Where batches run, by batch-size bucket (see _RunCost).
+    costs: list[_RunCost] = field(default_factory=list)
+    buckets: tuple[int, ...] = ()
+    pump_soon: bool = False  # a pump is scheduled for the end of this loop turn
+    inline_runs: int = 0  # batches run on the loop (tests and /metrics)
+
+    def cost_for(self, rows: int) -> _RunCost | None:
+        for size, cost in zip(self.buckets, self.costs, strict=True):
+            if rows <= size:
+                return cost
+        return None
+
+    @property
+    def inline_ready(self) -> bool:
+        """Whether single requests run on the loop: then submissions wait for
+        the end of the loop turn, so the turn's requests share one run."""
+        return bool(self.costs) and self.costs[0].inline
+
+
+@dataclass(slots=True)
+class _RunCost:
+    """What runs of one batch-size bucket cost, and so where they run."""
+
+    seconds: float | None = None  # None: not measured, runs in the workers
+    inline: bool = False
+
+    def measured(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.inline = seconds <= INLINE_MAX_S
+
+    def inline_run(self, seconds: float) -> None:
+        assert self.seconds is not None
+        sample = min(seconds, INLINE_SAMPLE_CAP_S)
+        self.seconds += (sample - self.seconds) * INLINE_EWMA
+        if self.seconds > INLINE_GIVE_UP_S:
+            self.inline = False
 
 
 class Engine:
@@ -202,6 +268,8 @@ class Engine:
             default_timeout_s=cfg.queue_timeout_s if cfg.queue_timeout_s > 0 else None,
         )
         state = self._models[name] = _ModelState(name, model, sched)
+        state.buckets = _model.batch_buckets(sched.max_batch_size)
+        state.costs = [_RunCost() for _ in state.buckets]
         state.queue_wait = [self.m_queue_wait.labels(name, str(u)) for u in range(8)]
         for u in range(8):
             self.m_queue_depth.labels(name, str(u)).set_function(_depth_reader(sched, u))
@@ -223,6 +291,7 @@ class Engine:
             "queued_by_urgency": sch.depth_by_urgency(),
             "busy": s.busy,
             "runs": s.runs,
+            "inline_runs": s.inline_runs,
             "items_run": s.items_run,
             "queued": sch.depth(),
             "rejections": sch.rejections,
@@ -252,8 +321,21 @@ class Engine:
                 started = time.perf_counter()
                 # One batch size at a time, so that a large model's warm-up
                 # says how far it is once it takes long enough to be waited on.
+                measure = _measurable(state.model)
                 for i, size in enumerate(sizes, 1):
+                    warm_started = time.perf_counter()
                     await loop.run_in_executor(self._pool, warmup, [size])
+                    cost = state.cost_for(size) if size in state.buckets else None
+                    # A model far dearer than the bound is not timed again (a
+                    # large model's runs would add seconds to the start).
+                    if time.perf_counter() - warm_started > 100 * INLINE_MAX_S:
+                        measure = False
+                    if measure and cost is not None:
+                        cost.measured(
+                            await loop.run_in_executor(self._pool, _time_runs, state.model, size)
+                        )
+                        # Larger batches cost more: no need to time them.
+                        measure = cost.inline
                     elapsed_s = time.perf_counter() - started
                     if elapsed_s >= WARMUP_PROGRESS_AFTER_S and i < len(sizes):
                         log.info(
@@ -270,6 +352,16 @@ class Engine:
                     len(sizes),
                     (time.perf_counter() - started) * 1000,
                 )
+                inline = [b for b, c in zip(state.buckets, state.costs, strict=True) if c.inline]
+                if inline:
+                    log.info(
+                        "model %s: batches of up to %d rows run on the event loop "
+                        "(%.0f µs measured, bound %.0f µs)",
+                        state.name,
+                        inline[-1],
+                        (state.costs[len(inline) - 1].seconds or 0.0) * 1e6,
+                        INLINE_MAX_S * 1e6,
+                    )
         if not self._stopping:
             self.ready = True
 
@@ -370,7 +462,13 @@ class Engine:
         # With every worker busy a new item changes nothing but, when its deadline
         # is the earliest, the expiry timer: skip the pump otherwise (it costs
         # about as much as the rest of a submission, once per item).
-        if (
+        if state.inline_ready and not state.busy:
+            # Pump once at the end of this loop turn: the requests that arrive
+            # in it share one run on the loop.
+            if not state.pump_soon:
+                state.pump_soon = True
+                loop.call_soon(self._pump_soon, state)
+        elif (
             state.busy < max(1, self.config.model_workers)
             or state.timer_at is None
             or (item.deadline is not None and item.deadline < state.timer_at)
@@ -392,8 +490,9 @@ class Engine:
     # -- the pump ------------------------------------------------------------------
 
     def _pump(self, state: _ModelState) -> None:
-        """Answer expired items, start a worker on a batch while one is free,
-        and set the timer for the next moment anything can change."""
+        """Answer expired items, start a worker on a batch while one is free (or
+        run a cheap batch here), and set the timer for the next moment anything
+        can change."""
         loop = self._loop
         if loop is None:
             return
@@ -401,11 +500,16 @@ class Engine:
         now = loop.time()
         workers = max(1, self.config.model_workers)
         batches: list[Batch] = []
+        inline: Batch | None = None
         with state.lock:
             expired = sched.expired(now)
             while state.busy < workers and self._pool is not None:
                 batch = sched.next_batch(now)
                 if batch is None:
+                    break
+                cost = state.cost_for(batch.rows)
+                if not state.busy and cost is not None and cost.inline:
+                    inline = batch
                     break
                 state.busy += 1
                 batches.append(batch)
@@ -415,8 +519,17 @@ class Engine:
             self._fail(item, DeadlineExceeded(now - item.enqueued_at))
         for batch in batches:
             assert self._pool is not None
-            fut = loop.run_in_executor(self._pool, self._work, state, batch, loop)
-            fut.add_done_callback(partial(self._worker_done, state, batch))
+            work = self._pool.submit(self._work, state, batch, loop)
+            work.add_done_callback(partial(self._worker_cancelled, state, batch, loop))
+        if inline is not None:
+            self._run_inline(state, inline)
+            # One batch per pump: what is still ready runs after the loop has
+            # served its other callbacks and sockets.
+            if sched.depth():
+                at = None
+                if not state.pump_soon:
+                    state.pump_soon = True
+                    loop.call_soon(self._pump_soon, state)
         if at != state.timer_at:
             if state.timer is not None:
                 state.timer.cancel()
@@ -424,6 +537,43 @@ class Engine:
             state.timer_at = at
             if at is not None:
                 state.timer = loop.call_at(at, self._on_timer, state)
+
+    def _pump_soon(self, state: _ModelState) -> None:
+        state.pump_soon = False
+        self._pump(state)
+
+    def _run_inline(self, state: _ModelState, batch: Batch) -> None:
+        """Run a batch whose measured cost is below INLINE_MAX_S here, on the
+        loop: no worker to wake, no answers to post back. Runs go through the
+        scheduler like any other (priorities, deadlines, cancellation,
+        metrics, Server-Timing), only where the batch runs differs."""
+        loop = self._loop
+        assert loop is not None
+        try:
+            result: tuple[list[dict[str, np.ndarray]], float] | None = _run_batch(
+                state.model, batch, _stack(batch)
+            )
+            error: BaseException | None = None
+        except Exception as exc:  # the model's failure is the batch's answer
+            result, error = None, exc
+        now = loop.time()
+        with state.lock:
+            delivered = state.scheduler.complete(batch, now)
+        if result is not None:
+            cost = state.cost_for(batch.rows)
+            if cost is not None:
+                cost.inline_run(result[1])
+                if not cost.inline:
+                    log.info(
+                        "model %s: batches of up to %d rows now take %.0f µs on average, "
+                        "more than %.0f µs: they run in worker threads",
+                        state.name,
+                        batch.rows,
+                        cost.seconds * 1e6 if cost.seconds is not None else 0.0,
+                        INLINE_GIVE_UP_S * 1e6,
+                    )
+        state.inline_runs += 1
+        self._deliver(state, batch, delivered, result, error, now)
 
     def _on_timer(self, state: _ModelState) -> None:
         state.timer = None
@@ -446,8 +596,25 @@ class Engine:
         posted: numpy lets go of the GIL while it copies a large batch (C's
         1.5 MB), and the woken loop would keep it for a millisecond.
         """
-        current: Batch | None = batch
         stacked = _stack(batch)
+        try:
+            self._work_on(state, batch, stacked, loop)
+        except BaseException:
+            # Not a model failure (those are the batch's answer): still free
+            # the worker, or the model would wait for it forever.
+            log.exception("model %s worker failed", state.name)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._worker_stopped, state)
+            raise
+
+    def _work_on(
+        self,
+        state: _ModelState,
+        batch: Batch,
+        stacked: dict[str, np.ndarray] | Exception,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        current: Batch | None = batch
         while current is not None:
             try:
                 result: tuple[list[dict[str, np.ndarray]], float] | None = _run_batch(
@@ -463,26 +630,46 @@ class Engine:
             if following is not None:
                 stacked = _stack(following)
             try:
+                # One wake-up of the loop per batch, which also says whether
+                # this worker is free now.
                 loop.call_soon_threadsafe(
-                    self._batch_done, state, current, delivered, result, error, now
+                    self._batch_done,
+                    state,
+                    current,
+                    delivered,
+                    result,
+                    error,
+                    now,
+                    following is None,
                 )
             except RuntimeError:  # the loop is closed: nobody is left to answer
                 following = None
             current = following
 
-    def _worker_done(self, state: _ModelState, batch: Batch, fut: asyncio.Future[Any]) -> None:
-        """A worker stopped taking batches (none was ready)."""
+    def _worker_cancelled(
+        self,
+        state: _ModelState,
+        batch: Batch,
+        loop: asyncio.AbstractEventLoop,
+        work: concurrent.futures.Future[None],
+    ) -> None:
+        """The pool shut down before the worker started: the batch never ran.
+        (Called in whichever thread finished ``work``; only a cancel matters.)"""
+        if work.cancelled():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._never_ran, state, batch)
+
+    def _never_ran(self, state: _ModelState, batch: Batch) -> None:
+        loop = self._loop
+        assert loop is not None
+        with state.lock:
+            delivered = state.scheduler.complete(batch, loop.time())
+        for item in delivered:
+            self._fail(item, EngineStopped("the server shut down before this request ran"))
+        self._worker_stopped(state)
+
+    def _worker_stopped(self, state: _ModelState) -> None:
         state.busy -= 1
-        if fut.cancelled():
-            # The pool shut down before the worker started: the batch never ran.
-            loop = self._loop
-            assert loop is not None
-            with state.lock:
-                delivered = state.scheduler.complete(batch, loop.time())
-            for item in delivered:
-                self._fail(item, EngineStopped("the server shut down before this request ran"))
-        elif fut.exception() is not None:
-            log.error("model %s worker failed", state.name, exc_info=fut.exception())
         self._pump(state)
 
     def _batch_done(
@@ -493,7 +680,25 @@ class Engine:
         result: tuple[list[dict[str, np.ndarray]], float] | None,
         error: BaseException | None,
         now: float,
+        worker_free: bool,
     ) -> None:
+        """A worker's batch ran (one loop wake-up per batch)."""
+        self._deliver(state, batch, delivered, result, error, now)
+        if worker_free:
+            state.busy -= 1
+        # Expiries and the timer; a free worker (model_workers > 1) may start.
+        self._pump(state)
+
+    def _deliver(
+        self,
+        state: _ModelState,
+        batch: Batch,
+        delivered: list[WorkItem],
+        result: tuple[list[dict[str, np.ndarray]], float] | None,
+        error: BaseException | None,
+        now: float,
+    ) -> None:
+        """Every delivered item's answer, and the batch's metrics."""
         name = state.name
         state.runs += 1
         state.items_run += len(batch.items)
@@ -522,8 +727,6 @@ class Engine:
                 payload.future.set_result(
                     InferenceResult(outs, queue_s, infer_s, len(batch.items), name, version)
                 )
-        # Expiries and the timer; a free worker (model_workers > 1) may start.
-        self._pump(state)
 
     def _late_results(
         self,
@@ -560,6 +763,25 @@ class Engine:
 
 def _depth_reader(sched: Scheduler, urgency: int) -> Callable[[], float]:
     return lambda: float(sched.depth(urgency))
+
+
+def _measurable(model: Any) -> bool:
+    """Whether the model's runs are ONNX Runtime's and nothing else, so that
+    timing a few tells what every run costs. A subclass's own ``run`` may
+    block or sleep on any input: it always runs in the workers."""
+    return isinstance(model, _model.Model) and type(model).run is _model.Model.run
+
+
+def _time_runs(model: _model.Model, rows: int) -> float:
+    """In a worker thread at warm-up: the least wall time of MEASURE_RUNS runs
+    of ``rows`` rows of zeros."""
+    feed = {spec.name: model.zeros(spec, rows) for spec in model.inputs}
+    best = float("inf")
+    for _ in range(MEASURE_RUNS):
+        started = time.perf_counter()
+        model.run(feed)
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def _stack(batch: Batch) -> dict[str, np.ndarray] | Exception:
