@@ -81,6 +81,8 @@ ENC = hpack.Encoder
 _method(
     ENC, "add", ["self", "to_add", "sensitive", "huffman"], f"{HPACK}: FastEncoder.add overrides it"
 )
+_method(ENC, "encode", ["self", "headers", "huffman"], f"{HPACK}: FastEncoder.encode overrides it")
+_method(ENC, "_encode_table_size_change", ["self"], f"{HPACK}: FastEncoder.encode")
 _method(
     ENC,
     "_encode_literal",

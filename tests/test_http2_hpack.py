@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import pytest
 from hpack import Decoder, Encoder
@@ -280,3 +281,22 @@ def test_server_timing_is_sent_without_indexing() -> None:
     # the table (and every search of it) stays small.
     assert sorted(names) == [b"content-length", b"content-type"]
     assert len(enc.header_table.dynamic_entries) < len(HeaderTable.STATIC_TABLE)
+
+
+def test_fast_encode_matches_hpack_for_every_kind_of_field() -> None:
+    # The fast path takes plain (bytes, bytes); the rest must keep hpack's
+    # meaning: sensitivity from a third item or NeverIndexedHeaderTuple, str
+    # converted, a dict's pseudo-headers first.
+    from hpack import HeaderTuple, NeverIndexedHeaderTuple
+
+    blocks: list[Any] = [
+        [(b":status", b"200"), (b"x-a", b"1")],
+        [(b"x-a", b"1", True), (":path", "/s"), HeaderTuple(b"x-b", b"2")],
+        [NeverIndexedHeaderTuple(b"cookie", b"secret"), (b"x-b", b"2")],
+        {b"x-c": b"3", b":status": b"204"},
+        [(b"x-a", b"1"), (b"cookie", b"secret"), (b"x-b", b"2", False)],
+    ]
+    reference, fast = Encoder(), FastEncoder()
+    for block in blocks:
+        assert fast.encode(block) == reference.encode(block)
+        assert fast.header_table.dynamic_entries == reference.header_table.dynamic_entries

@@ -7,6 +7,8 @@ whatever SETTINGS_HEADER_TABLE_SIZE the peer announces."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import hpack
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hpack.hpack import INDEX_INCREMENTAL, INDEX_NEVER, INDEX_NONE
@@ -166,6 +168,29 @@ class FastEncoder(hpack.Encoder):
         self.header_table.maxsize = value
         if self.header_table.resized:
             self.table_size_changes.append(value)
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        """hpack's ``Encoder.encode`` with a fast path for what h2 hands it for
+        a response: plain two-tuples of bytes. Anything else (a dict,
+        three-tuples, ``HeaderTuple``s with their sensitivity, str) goes
+        through hpack's own conversion, field by field or whole."""
+        if isinstance(headers, dict):
+            return super().encode(headers, huffman)
+        block: list[bytes] = []
+        table = self.header_table
+        if table.resized:
+            block.append(self._encode_table_size_change())
+            table.resized = False
+        add = self.add
+        for header in headers:
+            if type(header) is tuple and len(header) == 2:
+                name, value = header
+                if type(name) is bytes and type(value) is bytes:
+                    block.append(add(header, False, huffman))
+                    continue
+            # hpack's per-field path: its sensitivity rules and conversions.
+            block.append(super().encode([header], huffman))
+        return b"".join(block)
 
     def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
         # hpack's Encoder.add, the same decisions.
