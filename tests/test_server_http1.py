@@ -259,7 +259,9 @@ def test_slow_handler_pauses_reading_of_a_large_body(srv: RunningServer) -> None
     s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=5)
     s.setblocking(False)
     # Under the fixture's 1 MB body limit, four times the 256 KiB read buffer.
-    s.sendall(b"POST /sleep?seconds=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 990000\r\n\r\n")
+    # The handler sleeps far longer than this test waits, so the body is
+    # still held, unread, when it is measured.
+    s.sendall(b"POST /sleep?seconds=5 HTTP/1.1\r\nHost: x\r\nContent-Length: 990000\r\n\r\n")
     chunk = b"b" * 65536
     sent = 0
     deadline = time.monotonic() + 0.8
@@ -272,6 +274,13 @@ def test_slow_handler_pauses_reading_of_a_large_body(srv: RunningServer) -> None
     def buffered() -> int:
         return sum(d.body.buffered for c in srv.server.connections for d in c.streams.values())
 
+    # The server may not have accepted the connection yet (a loaded machine):
+    # wait for the request to be held, then give reading a moment to go on if
+    # it were going to.
+    wait_until = time.monotonic() + 20  # fails only on a hang
+    while srv.call(buffered) == 0 and time.monotonic() < wait_until:
+        time.sleep(0.05)
+    time.sleep(0.3)
     held = int(srv.call(buffered))
     s.close()
     # The default read buffer (256 KiB) plus at most one read of the event loop
