@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import ssl
 import sys
 import time
@@ -41,44 +40,15 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import cpu_seconds as tree_cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def digits_body() -> bytes:
     meta = json.loads((ROOT / "rawserve" / "models" / "digits.json").read_text())
     return json.dumps({"inputs": meta["samples"]["inputs"][0]}).encode()
-
-
-def _tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def tree_cpu_seconds(roots: Sequence[int]) -> float:
-    """utime + stime + cutime + cstime of every process under ``roots``."""
-    total = 0
-    for root in roots:
-        for pid in _tree(root):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += sum(int(v) for v in fields[11:15])
-    return total / CLK_TCK
 
 
 @dataclass
