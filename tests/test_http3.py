@@ -7,7 +7,7 @@ from __future__ import annotations
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived, PushPromiseReceived
-from aioquic.quic.events import ConnectionTerminated, StopSendingReceived
+from aioquic.quic.events import ConnectionTerminated, StopSendingReceived, StreamDataReceived
 from aioquic.quic.events import StreamReset as QuicStreamReset
 from aioquic.quic.packet import QuicErrorCode
 
@@ -758,3 +758,40 @@ def test_goaway_waits_for_a_request_whose_head_is_still_on_its_way() -> None:
     answered = {e.stream_id for e in pair.client_events if isinstance(e, HeadersReceived)}
     assert answered == {first, second}
     assert client_close_code(pair) == ErrorCode.H3_NO_ERROR
+
+
+def test_the_connection_closes_only_once_its_goaway_was_acknowledged() -> None:
+    """A GOAWAY lost with its packet must be resent before the connection
+    closes: a client that never saw it must assume every request it sent may
+    have been processed (RFC 9114 section 5.2)."""
+    pair = Pair()
+    server = pair.server
+    assert server is not None
+    server.start_shutdown()
+    lost = server.datagrams_to_send(pair.now)  # GOAWAY's flight, dropped
+    assert lost
+
+    def goaway_seen() -> bool:
+        reader = ControlReader()  # the server's control stream, read as ours reads a client's
+        frames = [
+            frame
+            for e in pair.quic_events
+            if isinstance(e, StreamDataReceived) and e.stream_id % 4 == 3
+            for frame in reader.feed(e.stream_id, e.data)
+        ]
+        return any(kind == FrameType.GOAWAY for kind, _ in frames)
+
+    code = None
+    for _ in range(40):  # the server's loss recovery resends it; then it closes
+        pair.now += 0.1
+        if server.get_timer() is not None and server.get_timer() <= pair.now:
+            server.handle_timer(pair.now)
+        if pair.client.get_timer() is not None and pair.client.get_timer() <= pair.now:
+            pair.client.handle_timer(pair.now)
+        pair.exchange()
+        closes = [e for e in pair.quic_events if isinstance(e, ConnectionTerminated)]
+        if closes:
+            code = closes[0].error_code
+            break
+    assert goaway_seen()
+    assert code == ErrorCode.H3_NO_ERROR

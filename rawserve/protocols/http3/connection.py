@@ -657,6 +657,7 @@ class H3Connection:
                 and not self._closing
                 and not self._streams
                 and self._sender.responses_delivered()
+                and self._h3.control_acknowledged()
             ):
                 self._close_connection(ErrorCode.H3_NO_ERROR, "")
         out += self._quic.datagrams_to_send(now)

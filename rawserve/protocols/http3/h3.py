@@ -100,6 +100,18 @@ class ServerH3(H3Connection):
             control, encode_frame(FrameType.GOAWAY, encode_uint_var(identifier))
         )
 
+    def control_acknowledged(self) -> bool:
+        """Everything sent on our control stream (a GOAWAY) was acknowledged.
+        Closing before then could lose the GOAWAY with its packet, and a
+        client that never saw it must assume every request may have been
+        processed (RFC 9114 section 5.2)."""
+        control = self._local_control_stream_id
+        stream = self._quic._streams.get(control) if control is not None else None
+        if stream is None:
+            return True
+        sender = stream.sender
+        return bool(sender._buffer_start >= sender._buffer_stop)
+
     def buffered_bytes(self, stream_id: int) -> int:
         """Bytes of a request stream aioquic holds while it waits for the
         rest of a frame (or for QPACK to unblock it)."""
