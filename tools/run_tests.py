@@ -49,6 +49,8 @@ DEBIAN_TOOLS: dict[str, str] = {
     "haproxy": "haproxy",
     # tests/test_bench_lossy.py: random packet drop inside a network namespace.
     "nft": "nftables",
+    # Both: network namespaces, veth pairs and a bridge.
+    "ip": "iproute2",
     # tests/test_edge_check.py: the arm64 check script, linted.
     "shellcheck": "shellcheck",
 }
