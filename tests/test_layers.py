@@ -42,6 +42,7 @@ LAYERS: dict[str, str] = {
     "inference.images": L1,
     "inference.v2": L1,
     "inference.cache": L1,
+    "inference.errors": L1,
     "inference.results": L2,
     "inference.engine": L2,
     "inference.metrics": L2,

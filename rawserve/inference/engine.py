@@ -35,9 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from rawserve.core.errors import RawServeError
 from rawserve.core.priority import Priority
 from rawserve.inference import model as _model
+from rawserve.inference.errors import (
+    DeadlineExceeded,
+    EngineStopped,
+    InferenceFailed,
+    ModelNotFound,
+)
 from rawserve.inference.metrics import Registry
 from rawserve.inference.scheduler import (
     Batch,
@@ -88,39 +93,6 @@ __all__ = [
     "ModelNotFound",
     "QueueFull",
 ]
-
-
-class ModelNotFound(RawServeError):
-    status_code = 404
-
-    def __init__(self, name: str, version: str | None = None) -> None:
-        what = f"model '{name}'" + (f" version '{version}'" if version else "")
-        super().__init__(f"{what} is not served here")
-        self.name = name
-
-
-class DeadlineExceeded(RawServeError):
-    """The request's deadline passed while it was queued; it never ran."""
-
-    status_code = 504
-
-    def __init__(self, waited_s: float) -> None:
-        super().__init__(
-            f"the request waited {waited_s * 1000:.0f} ms in the queue and its deadline "
-            "passed before a model worker was free; it was not run"
-        )
-        self.waited_s = waited_s
-
-
-class EngineStopped(RawServeError):
-    status_code = 503
-
-    def __init__(self, reason: str = "the server is shutting down") -> None:
-        super().__init__(reason)
-
-
-class InferenceFailed(RawServeError):
-    status_code = 500
 
 
 @dataclass(frozen=True)
