@@ -30,6 +30,7 @@ import hpack.huffman_table
 import hpack.struct
 import hpack.table
 import pytest
+from h2.connection import ConnectionState
 
 # (what, the callable, its parameter names in order, where rawserve uses it)
 SIGNATURES: list[tuple[str, Callable[..., Any], list[str], str]] = []
@@ -176,6 +177,26 @@ ATTRIBUTES += [
 ]
 
 
+FAST = f"{CORE}: Core.send_final_headers / send_body (the response fast path)"
+_instance_attr("H2Connection()", _h2, "_data_to_send", bytearray, FAST)
+_instance_attr("H2Connection()", _h2, "outbound_flow_control_window", int, FAST)
+_instance_attr(
+    "H2StreamStateMachine(1)",
+    lambda: h2.stream.H2StreamStateMachine(1),
+    "headers_sent",
+    object,
+    FAST,
+)
+ATTRIBUTES += [
+    ("h2.connection.ConnectionState.SERVER_OPEN", lambda: ConnectionState.SERVER_OPEN, FAST),
+    (
+        "h2.stream.StreamClosedBy.SEND_END_STREAM",
+        lambda: h2.stream.StreamClosedBy.SEND_END_STREAM,
+        FAST,
+    ),
+]
+
+
 @pytest.mark.parametrize(
     ("what", "get", "params", "where"), SIGNATURES, ids=[s[0] for s in SIGNATURES]
 )
@@ -228,3 +249,106 @@ def test_installed_versions_are_the_pinned_ones() -> None:
             f"{dist} {version(dist)} is installed but pyproject.toml pins {pin.group(1)}: "
             "re-run this file's checks against the new version before moving the pin"
         )
+
+
+# -- the response fast path against h2's own -------------------------------
+#
+# Core.send_final_headers and Core.send_body write a response's frames without
+# h2's frame objects and state machine calls. They must write the same bytes
+# and leave the same state as h2's send_headers / send_data / end_stream, or
+# later frames on the stream (the client's DATA, RST_STREAM, WINDOW_UPDATE)
+# would be judged against a state h2 never reached.
+
+
+def _server_with_request(end_request: bool, frame_size: int = 16384) -> Any:
+    from rawserve.core.config import Limits
+    from rawserve.protocols.http2.core import Core
+
+    server = Core(
+        h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        ),
+        Limits(),
+    )
+    server.initiate_connection()
+    client = H2(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    if frame_size != 16384:
+        client.update_settings({h2.settings.SettingCodes.MAX_FRAME_SIZE: frame_size})
+    head = [(":method", "POST"), (":scheme", "http"), (":path", "/p"), (":authority", "a")]
+    client.send_headers(1, head, end_stream=end_request)
+    server.receive_data(client.data_to_send())
+    server.data_to_send()
+    return server
+
+
+def _state(server: Any) -> tuple[Any, ...]:
+    stream = server.streams[1]
+    machine = stream.state_machine
+    return (
+        machine.state,
+        machine.headers_sent,
+        machine.trailers_sent,
+        machine.stream_closed_by,
+        stream.outbound_flow_control_window,
+        stream.request_method,
+        server.outbound_flow_control_window,
+        server.state_machine.state,
+    )
+
+
+HEAD = [(b":status", b"200"), (b"content-type", b"application/json"), (b"x-a", b"b" * 40)]
+
+
+@pytest.mark.parametrize("end_request", [True, False], ids=["half-closed-remote", "open"])
+@pytest.mark.parametrize(
+    ("head", "body", "frame_size"),
+    [
+        (HEAD, None, 16384),  # HEADERS with END_STREAM
+        (HEAD, b'{"class": 3}', 16384),  # HEADERS, then DATA with END_STREAM
+        (HEAD, b"", 16384),  # HEADERS, then an empty DATA with END_STREAM
+        ([*HEAD, (b"x-long", b"v" * 40000)], b"x" * 100, 16384),  # HEADERS + CONTINUATIONs
+        (HEAD, b"y" * 20000, 16384),  # DATA beyond the frame size: h2 raises in both
+        (HEAD, b"z" * 70000, 100000),  # DATA beyond the stream window: h2 raises in both
+    ],
+    ids=["headers-only", "headers-data", "empty-data", "continuation", "frame-size", "window"],
+)
+def test_fast_path_writes_and_leaves_what_h2_does(
+    end_request: bool, head: list[tuple[bytes, bytes]], body: bytes | None, frame_size: int
+) -> None:
+    slow = _server_with_request(end_request, frame_size)
+    fast = _server_with_request(end_request, frame_size)
+    slow.send_headers(1, head, end_stream=body is None)
+    fast.send_final_headers(1, head, body is None)
+    assert fast.data_to_send() == slow.data_to_send()
+    assert _state(fast) == _state(slow)
+    if body is None:
+        return
+    errors: list[type[Exception]] = []
+    for server, send in ((slow, None), (fast, fast.send_body)):
+        try:
+            if send is None:
+                server.send_data(1, body, end_stream=True) if body else server.end_stream(1)
+            else:
+                send(1, body, True)
+        except h2.exceptions.ProtocolError as exc:
+            errors.append(type(exc))
+    assert errors == [] or (len(errors) == 2 and errors[0] is errors[1]), errors
+    assert fast.data_to_send() == slow.data_to_send()
+    assert _state(fast) == _state(slow)
+
+
+def test_fast_path_leaves_trailers_and_closed_streams_to_h2() -> None:
+    # A second head on the stream is trailers: h2 checks and frames them.
+    server = _server_with_request(False)
+    server.send_final_headers(1, HEAD, False)
+    server.send_final_headers(1, [(b"x-trailer", b"1")], True)
+    assert server.streams[1].state_machine.trailers_sent
+    # On a closed stream h2 raises, as it would for send_data.
+    with pytest.raises(h2.exceptions.ProtocolError):
+        server.send_body(1, b"late", True)

@@ -602,7 +602,10 @@ class H2Connection:
                 raise RuntimeError(f"second ResponseStart on stream {sid}")
             stream.response_started = True
             headers = self._response_headers(event.status, event.headers, final=True)
-            if self._send_headers(sid, stream, headers, event.end_stream) and event.end_stream:
+            if (
+                self._send_headers(sid, stream, headers, event.end_stream, final=True)
+                and event.end_stream
+            ):
                 stream.response_done = True
                 self._finish(sid, stream)
         elif isinstance(event, ResponseEnd):
@@ -623,9 +626,14 @@ class H2Connection:
             return response_head(status, headers, server=self._server_header, date=self._date)
         return response_head(status, headers)
 
-    def _send_headers(self, sid: int, stream: Stream, headers: Headers, end: bool) -> bool:
+    def _send_headers(
+        self, sid: int, stream: Stream, headers: Headers, end: bool, *, final: bool = False
+    ) -> bool:
         try:
-            self._conn.send_headers(sid, headers, end_stream=end)
+            if final:
+                self._conn.send_final_headers(sid, headers, end)
+            else:
+                self._conn.send_headers(sid, headers, end_stream=end)
         except h2.exceptions.ProtocolError:
             self._drop(sid, stream)
             return False

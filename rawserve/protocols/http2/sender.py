@@ -67,13 +67,13 @@ class Sender:
                     queue[0] = view[size:]
                 stream.queued -= len(piece)
                 last = stream.closing and not queue
-                conn.send_data(sid, piece, end_stream=last)
+                conn.send_body(sid, piece, last)
                 conn.window_credit += 2
                 max_frames -= 1
                 if last:
                     stream.response_done = True
             if stream.closing and not queue and not stream.response_done:
-                conn.end_stream(sid)
+                conn.send_body(sid, b"", True)
                 stream.response_done = True
         except h2.exceptions.ProtocolError:
             self._failed(sid, stream)
