@@ -15,7 +15,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
-from h2.connection import ConnectionState
+from h2.connection import AllowedStreamIDs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.stream import StreamClosedBy, StreamState
 from hpack.exceptions import HPACKError, OversizedHeaderListError
@@ -66,6 +66,10 @@ def _stream_reset(stream_id: int, error_code: int) -> h2.events.StreamReset:
 class Core(h2.connection.H2Connection):
     """h2's connection plus the frame-level rules and limits it leaves out."""
 
+    # The request and response fast paths below; tests turn them off to
+    # compare with h2's own handling of the same frames.
+    fast_paths = True
+
     def __init__(self, config: h2.config.H2Configuration, limits: Limits) -> None:
         super().__init__(config=config)
         hard_cap = HARD_HEADER_FACTOR * limits.max_header_bytes + 4096
@@ -110,7 +114,11 @@ class Core(h2.connection.H2Connection):
 
     def _sendable(self, sid: int) -> h2.stream.H2Stream | None:
         stream = self.streams.get(sid)
-        if stream is None or self.state_machine.state is not ConnectionState.SERVER_OPEN:
+        if (
+            stream is None
+            or self.state_machine.state is not ConnectionState.SERVER_OPEN
+            or not self.fast_paths
+        ):
             return None
         state = stream.state_machine.state
         if state is StreamState.HALF_CLOSED_REMOTE or state is StreamState.OPEN:
@@ -205,6 +213,17 @@ class Core(h2.connection.H2Connection):
             assert isinstance(frame, DataFrame)
             if not frame.data and "END_STREAM" not in frame.flags:
                 self._count_control("empty DATA")
+            stream = self.streams.get(frame.stream_id)
+            if (
+                stream is not None
+                and stream.state_machine.state is StreamState.OPEN
+                and self.state_machine.state is ConnectionState.SERVER_OPEN
+                and self.fast_paths
+            ):
+                try:
+                    return self._receive_request_data(frame, stream)
+                except h2.exceptions.InvalidBodyLengthError:
+                    return self._body_length_mismatch(frame)
         elif kind is HeadersFrame:
             assert isinstance(frame, HeadersFrame)
             if "PRIORITY" in frame.flags and frame.depends_on == frame.stream_id:
@@ -237,15 +256,18 @@ class Core(h2.connection.H2Connection):
         try:
             return self._dispatch_frame(frame)
         except h2.exceptions.InvalidBodyLengthError:
-            # RFC 9113 section 8.1.1: content-length mismatch is malformed, a
-            # stream error. h2 raises it after counting the DATA against both
-            # windows and before ending the stream.
             assert isinstance(frame, DataFrame)
-            sid = frame.stream_id
-            self._count_reset()
-            self.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
-            self.acknowledge_received_data(frame.flow_controlled_length, sid)
-            return [_stream_reset(sid, ErrorCodes.PROTOCOL_ERROR)]
+            return self._body_length_mismatch(frame)
+
+    def _body_length_mismatch(self, frame: DataFrame) -> list[h2.events.Event]:
+        # RFC 9113 section 8.1.1: content-length mismatch is malformed, a
+        # stream error. h2 raises it after counting the DATA against both
+        # windows and before ending the stream.
+        sid = frame.stream_id
+        self._count_reset()
+        self.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+        self.acknowledge_received_data(frame.flow_controlled_length, sid)
+        return [_stream_reset(sid, ErrorCodes.PROTOCOL_ERROR)]
 
     def _dispatch_frame(self, frame: Frame) -> list[h2.events.Event]:
         """h2's ``_receive_frame`` minus its first line, which formats
@@ -355,6 +377,13 @@ class Core(h2.connection.H2Connection):
                 and stream.state_machine.state == StreamState.OPEN
             ):
                 return self._unended_trailers(frame)
+            if (
+                stream is None
+                and "PRIORITY" not in frame.flags
+                and self.state_machine.state is ConnectionState.SERVER_OPEN
+                and self.fast_paths
+            ):
+                return [], self._receive_request_headers(frame)
             return super()._receive_headers_frame(frame)
         except h2.exceptions.DenialOfServiceError:
             raise
@@ -366,6 +395,63 @@ class Core(h2.connection.H2Connection):
                 # COMPRESSION_ERROR; h2 says PROTOCOL_ERROR.
                 raise _CompressionError(str(exc)) from exc
             raise
+
+    def _receive_request_headers(self, frame: HeadersFrame) -> list[h2.events.Event]:
+        """h2's ``_receive_headers_frame`` for a request opening a new stream,
+        without its state-machine lookups and generator passes (validation
+        and normalization are off: the adapter does them). The same checks in
+        the same order, the same state after, the same events."""
+        sid = frame.stream_id
+        limit = self.local_settings.max_concurrent_streams
+        open_now = self.open_inbound_streams
+        if open_now + 1 > limit:
+            raise h2.exceptions.TooManyStreamsError(
+                f"Max inbound streams is {limit}, {open_now} open"
+            )
+        headers = h2.connection._decode_headers(self.decoder, frame.data)
+        # Checks the id (StreamIDTooLowError, odd) and makes the stream.
+        stream = self._begin_new_stream(sid, AllowedStreamIDs.ODD)
+        end = "END_STREAM" in frame.flags
+        if any(name == b":status" for name, _ in headers):
+            # Response fields in a request: h2 refuses them its own way.
+            return stream.receive_headers(headers, end, None)[1]
+        machine = stream.state_machine
+        machine.client = False
+        machine.headers_received = True
+        event = h2.events.RequestReceived(stream_id=sid)
+        events: list[h2.events.Event] = [event]
+        if end:
+            machine.state = StreamState.HALF_CLOSED_REMOTE
+            ended = h2.events.StreamEnded(stream_id=sid)
+            event.stream_ended = ended
+            events.append(ended)
+        else:
+            machine.state = StreamState.OPEN
+        stream._initialize_content_length(headers)
+        event.headers = list(headers)
+        return events
+
+    def _receive_request_data(
+        self, frame: DataFrame, stream: h2.stream.H2Stream
+    ) -> list[h2.events.Event]:
+        """h2's ``_receive_data_frame`` on a stream in the OPEN state: the same
+        window accounting and content-length tracking, in h2's order."""
+        n = frame.flow_controlled_length
+        self._inbound_flow_control_window_manager.window_consumed(n)
+        sid = frame.stream_id
+        event = h2.events.DataReceived(stream_id=sid)
+        stream._inbound_window_manager.window_consumed(n)
+        data = frame.data
+        end = "END_STREAM" in frame.flags
+        stream._track_content_length(len(data), end)
+        event.data = data
+        event.flow_controlled_length = n
+        if not end:
+            return [event]
+        stream.state_machine.state = StreamState.HALF_CLOSED_REMOTE
+        ended = h2.events.StreamEnded(stream_id=sid)
+        event.stream_ended = ended
+        return [event, ended]
 
     def _unended_trailers(self, frame: HeadersFrame) -> tuple[list[Frame], list[h2.events.Event]]:
         # Trailers without END_STREAM make the request malformed (RFC 9113
