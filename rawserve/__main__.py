@@ -9,6 +9,7 @@ line on stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import itertools
 import logging
@@ -438,6 +439,15 @@ def _serve_command(args: list[str]) -> int:
 
         return create_app(config.inference, graceful_timeout_s=config.graceful_timeout_s)
 
+    # The cyclic collector's default first threshold (700 net container
+    # allocations) runs a young collection every ~18 requests, and a full one
+    # over every object the imports and the model runtime left (~40,000) every
+    # few thousand: 19 us per h2c /predict in all (gc.callbacks, 12,000
+    # requests), 4% of its CPU. At 10,000 the young collections are 25 times
+    # fewer for the same total, and full ones did not happen in that run;
+    # peak RSS grew by 1 MB. Set here, by the server's entry point, not by the
+    # library an application may embed in its own process.
+    gc.set_threshold(10_000, 20, 10)
     try:
         if config.workers != 1:
             from rawserve.serving import workers

@@ -476,7 +476,7 @@ class RouteTable:
     registered route that matches wins, as in starlette, without trying every
     regex for the common case of a path without parameters."""
 
-    __slots__ = ("_dynamic", "_static", "routes")
+    __slots__ = ("_dynamic", "_dynamic_for", "_static", "routes")
 
     def __init__(self, routes: Sequence[APIRoute]) -> None:
         self.routes = list(routes)
@@ -487,6 +487,14 @@ class RouteTable:
                 self._static.setdefault(route.path, []).append((i, route))
             else:
                 self._dynamic.append((i, route))
+        # Whether a pattern matches a path depends on the path alone: for each
+        # static path, the dynamic routes that can match it are known now, and
+        # a request for it (/predict) need not try every pattern (six regex
+        # matches per request with the inference app's routes).
+        self._dynamic_for: dict[str, list[tuple[int, APIRoute]]] = {
+            path: [(i, r) for i, r in self._dynamic if r.path_regex.match(path) is not None]
+            for path in self._static
+        }
 
     def lookup(self, method: str, path: str) -> tuple[APIRoute | None, dict[str, Any], set[str]]:
         """(route, path params, _) on a match; (None, {}, allowed methods) when
@@ -495,12 +503,14 @@ class RouteTable:
         best: APIRoute | None = None
         best_params: dict[str, Any] = {}
         static = self._static.get(path)
+        dynamic = self._dynamic
         if static is not None:
+            dynamic = self._dynamic_for[path]
             for i, route in static:
                 if method in route.methods:
                     best_index, best = i, route
                     break
-        for i, route in self._dynamic:
+        for i, route in dynamic:
             if i > best_index:
                 break
             match, values = route.matches(method, path)
@@ -513,7 +523,7 @@ class RouteTable:
         if static is not None:
             for _, route in static:
                 allowed |= route.methods
-        for _, route in self._dynamic:
+        for _, route in dynamic:
             if route.path_regex.match(path) is not None:
                 allowed |= route.methods
         return None, {}, allowed
