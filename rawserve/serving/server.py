@@ -45,6 +45,11 @@ class Listeners:
 
 # Connections the kernel queues on a listener before one is accepted.
 BACKLOG = 2048
+# The longest a worker under the supervisor waits for its app to warm up
+# before it takes connections anyway (then answering 503 until warm, as one
+# process does): a bound, so that a warm-up that never ends cannot keep a
+# worker's queued connections waiting forever.
+WARM_WAIT_S = 300.0
 
 
 def bind_quic(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -201,6 +206,15 @@ class Server:
         given: Listeners,
         ssl_context: ssl.SSLContext | None,
     ) -> None:
+        # A worker beside others takes connections only once its app is warm.
+        # The supervisor made these sockets listen before the fork, so until
+        # then the kernel queues what it hashes to them in their backlogs (and
+        # QUIC datagrams in the UDP socket's buffer, steered there by the
+        # supervisor's BPF program or forwarded to the inbox): a wait, not a
+        # refusal, instead of a 503 from a cold worker while its siblings are
+        # warm. One process keeps listening while it warms up, so that
+        # /healthz answers.
+        await self._wait_warm(loop)
         for sock in given.http:
             srv = await self._listen(loop, 0, None, sock)
             self.http_port = srv.sockets[0].getsockname()[1]
@@ -210,6 +224,25 @@ class Server:
                 self.https_port = srv.sockets[0].getsockname()[1]
             if given.quic is not None:
                 self._listen_quic(0, given.quic)
+
+    async def _wait_warm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Until the app says its warm-up has ended (its ``wait_warm``, if it
+        has one; a failed warm-up ends it too), at most WARM_WAIT_S."""
+        wait_warm = getattr(self.app, "wait_warm", None)
+        if wait_warm is None:
+            return
+        started = loop.time()
+        try:
+            async with asyncio.timeout(WARM_WAIT_S):
+                await wait_warm()
+        except TimeoutError:
+            log.warning(
+                "the app is still warming up after %gs; taking connections anyway "
+                "(its readiness check says when it is warm)",
+                WARM_WAIT_S,
+            )
+            return
+        log.debug("warm after %.2f s; taking connections", loop.time() - started)
 
     def _listen_quic(self, port: int, sock: socket.socket | None = None) -> None:
         from rawserve.serving import quic

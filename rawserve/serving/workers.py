@@ -7,7 +7,11 @@ the one-line error a single process gives. It then forks the workers; each
 makes its own app (engine, models) and serves its own set of sockets with
 its own event loop. The supervisor keeps every set open: a worker that dies
 is replaced on the same sockets, and connections the kernel queued for it
-meanwhile wait in its backlog instead of being refused.
+meanwhile wait in its backlog instead of being refused. A worker takes
+connections from its sockets only once its app is warm (``Server``,
+``_serve_given``), so a cold worker never answers 503 while its siblings
+could have answered; the banner, and "serving again" after a restart, mean
+warm.
 
 QUIC across workers is in serving/quic.py (``Steering``): connection IDs
 name their worker and datagrams for another worker's connection are
@@ -424,7 +428,8 @@ def _worker_main(
     lifeline: int,
 ) -> int:
     """A forked worker: make the app, serve until told to stop. Writes b"R"
-    to ``status`` once serving, or b"E" and the reason if it never gets there."""
+    to ``status`` once serving (its app warm), or b"E" and the reason if it
+    never gets there."""
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_Tagged(handler.formatter, f"[worker {index} pid {os.getpid()}] "))
     started = False

@@ -170,6 +170,16 @@ class InferenceApp(RawServe):
             return
         log.info("models ready: %s", ", ".join(names))
 
+    async def wait_warm(self) -> None:
+        """Return once the models' warm-up has ended, well or not (``/readyz``
+        says which); at once if none is running. A worker under the
+        supervisor waits for this before it accepts connections."""
+        warming = self._warming
+        if warming is not None:
+            # asyncio.wait: a waiter that gives up (its own timeout) must not
+            # cancel the warm-up, and a failed warm-up is _warm's to log.
+            await asyncio.wait({warming})
+
     def bind_connection_stats(self, stats: Any) -> None:
         """The server's connection counters (open, shed and why) on /metrics.
         Registered once; a later server serving this app takes over."""
