@@ -446,6 +446,7 @@ def _cases() -> dict[str, list[tuple[str, int, tuple[str, ...], dict[str, Any]]]
         "body-shorter-than-declared": [headers(3, cl5), data(3, b"hi", "END_STREAM")],
         "padded-data": [headers(3, []), data(3, b"abc", "END_STREAM", pad=7)],
         "status-in-request": [headers(3, [(b":status", b"100")], "END_STREAM")],
+        "final-status-in-request": [headers(3, [(b":status", b"200")], "END_STREAM")],
         "stream-id-going-down": [headers(5, [], "END_STREAM"), headers(3, [], "END_STREAM")],
         "even-stream-id": [headers(4, [], "END_STREAM")],
         "data-after-end": [headers(3, [], "END_STREAM"), data(3, b"late", "END_STREAM")],

@@ -412,9 +412,13 @@ class Core(h2.connection.H2Connection):
         # Checks the id (StreamIDTooLowError, odd) and makes the stream.
         stream = self._begin_new_stream(sid, AllowedStreamIDs.ODD)
         end = "END_STREAM" in frame.flags
-        if any(name == b":status" for name, _ in headers):
-            # Response fields in a request: h2 refuses them its own way.
-            return stream.receive_headers(headers, end, None)[1]
+        for name, value in headers:
+            if name[:1] != b":":
+                break
+            if name == b":status" and value[:1] == b"1":
+                # h2's is_informational_response: h2 refuses an informational
+                # head on a new stream its own way.
+                return stream.receive_headers(headers, end, None)[1]
         machine = stream.state_machine
         machine.client = False
         machine.headers_received = True
