@@ -201,6 +201,9 @@ def start(
     cmd += ["--loop", args.loop, *SERVER_ARGS, *args.server_arg, *build.args]
     cmd = ["taskset", "-c", args.server_cpu, *cmd]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(build.tree), *packages]))
+    # What the server writes to its temporary directory (ONNX Runtime leaves
+    # a .ses file there) goes away with ours.
+    env["TMPDIR"] = str(workdir)
     log = workdir / f"server-{build.name}.log"
     with log.open("wb") as out:
         # A session of its own: Ctrl-C in the terminal reaches this script,
@@ -546,9 +549,9 @@ def check_environment(args: argparse.Namespace) -> Path:
     return python
 
 
-def check_python(python: Path, packages: Sequence[str], loop: str) -> None:
+def check_python(python: Path, packages: Sequence[str], loop: str, workdir: Path) -> None:
     """The servers' imports resolve with -S and the venv's site-packages."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(packages))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(packages), TMPDIR=str(workdir))
     modules = ["onnxruntime", "numpy", "h2"] + (["uvloop"] if loop == "uvloop" else [])
     for module in modules:
         done = subprocess.run(
@@ -565,7 +568,7 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> dict[
     for build in builds:
         resolve(build)
     packages = site_packages(python)
-    check_python(python, packages, args.loop)
+    check_python(python, packages, args.loop, workdir)
     if "h2s" in args.columns and not (bench.CERT.exists() and bench.KEY.exists()):
         say(f"making the development certificate in {bench.CERT.parent}")
         subprocess.run([str(python), "-m", "rawserve", "certs"], cwd=ROOT, check=True)
