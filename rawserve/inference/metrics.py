@@ -14,7 +14,7 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -213,6 +213,11 @@ class _Family(Generic[C]):
     def labels(self, *values: object, **by_name: object) -> C:
         """The child for these label values (positional, or all by name);
         values are turned into strings."""
+        # The common call: positional strings, a child made before. The keys
+        # are tuples of str, which no tuple holding another type equals.
+        child = self._children.get(cast("tuple[str, ...]", values))
+        if child is not None:
+            return child
         if by_name:
             if values:
                 raise ValueError("give label values positionally or by name, not both")

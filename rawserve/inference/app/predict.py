@@ -40,7 +40,7 @@ async def predict(request: Request) -> Response:
         return detail_error("models are still loading", 503, {"retry-after": "1"})
     model = engine.model(name)
     try:
-        rows, batched = await _predict_input(request, app)
+        rows, batched, from_json = await _predict_input(request, app)
         arrays = {model.inputs[0].name: rows}
 
         return await answer(
@@ -53,6 +53,7 @@ async def predict(request: Request) -> Response:
             urgency=None,
             timeout_s=deadline_s(request, None),
             outputs=None,
+            finite=from_json,
         )
     except (ClientDisconnected, asyncio.CancelledError):
         raise
@@ -86,10 +87,12 @@ def encoder(name: str, labels: tuple[str, ...] | None, batched: bool) -> Encoder
     return encode
 
 
-async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarray, bool]:
+async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarray, bool, bool]:
     """``{"inputs": [...]}`` (one row, or a list of rows), or an uploaded
-    ``.npy`` file in a multipart form field named ``file``; and whether rows
-    were sent (the answer is then a list too)."""
+    ``.npy`` file in a multipart form field named ``file``; whether rows
+    were sent (the answer is then a list too); and whether the values came
+    from JSON (then none is NaN or infinite)."""
+    from_json = False
     content_type = (request.headers.get("content-type") or "").lower()
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
@@ -106,6 +109,7 @@ async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarra
         limit = app.settings.max_request_elements
         dtype = app.engine.model(name).inputs[0].dtype if (name := app.default_model) else None
         array = await app.decoding.run(len(body), functools.partial(_json_rows, body, limit, dtype))
+        from_json = True
     batched = array.ndim == 2
     if array.ndim == 1:
         array = array.reshape(1, -1)
@@ -114,7 +118,7 @@ async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarra
     if array.dtype.kind not in "iuf":
         raise BadInput(f"'inputs' must be numbers, got {array.dtype}")
     # The model converts to its input type, refusing values out of its range.
-    return np.ascontiguousarray(array), batched
+    return np.ascontiguousarray(array), batched, from_json
 
 
 async def _image_input(data: bytes, app: InferenceApp) -> np.ndarray:

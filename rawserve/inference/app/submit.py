@@ -101,12 +101,14 @@ def prepare(
     *,
     representation: str,
     outputs: list[str] | None,
+    finite: bool = False,
 ) -> tuple[dict[str, np.ndarray], str]:
     """Validated inputs and their cache key ("" with the cache off). A bad
-    tensor is refused here, before anything is cached or queued."""
+    tensor is refused here, before anything is cached or queued. ``finite``:
+    the inputs came from JSON (see ``Model.validate``)."""
     spec = app.engine.model(model)
     try:
-        arrays = spec.validate(inputs)
+        arrays = spec.validate(inputs, finite=finite)
         if outputs:
             spec.check_outputs(outputs)
     except InputError:
@@ -187,12 +189,15 @@ async def answer(
     urgency: int | None,
     timeout_s: float | None,
     outputs: list[str] | None,
+    finite: bool = False,
 ) -> Response:
     """The response to one inference request (``prepare`` then ``infer_cached``):
     ``representation`` names how ``encode`` writes the answer, so two
     endpoints never share a body; ``personalize`` adapts the shared body to
     this request (V2 writes the request's id into it)."""
-    arrays, key = prepare(app, model, inputs, representation=representation, outputs=outputs)
+    arrays, key = prepare(
+        app, model, inputs, representation=representation, outputs=outputs, finite=finite
+    )
     got = await infer_cached(
         app,
         request,
