@@ -83,7 +83,12 @@ _method(
     ENC, "add", ["self", "to_add", "sensitive", "huffman"], f"{HPACK}: FastEncoder.add overrides it"
 )
 _method(ENC, "encode", ["self", "headers", "huffman"], f"{HPACK}: FastEncoder.encode overrides it")
-_method(ENC, "_encode_table_size_change", ["self"], f"{HPACK}: FastEncoder.encode")
+_method(
+    ENC,
+    "_encode_table_size_change",
+    ["self"],
+    f"{HPACK}: FastEncoder._encode_table_size_change overrides it (hpack's encode calls it)",
+)
 _method(
     ENC,
     "_encode_literal",
@@ -101,6 +106,12 @@ TABLE = hpack.table.HeaderTable
 _method(TABLE, "add", ["self", "name", "value"], f"{HPACK}: FastDecoder, FastEncoder")
 _method(TABLE, "search", ["self", "name", "value"], f"{HPACK}: FastEncoder.add")
 _function(hpack.table, "table_entry_size", ["name", "value"], f"{HPACK}: FastDecoder.decode")
+_function(
+    hpack.hpack,
+    "encode_integer",
+    ["integer", "prefix_bits"],
+    f"{HPACK}: _unindexed_prefix, FastEncoder.add, FastEncoder._encode_table_size_change",
+)
 _function(hpack.huffman_table, "decode_huffman", ["huffman_string"], f"{HPACK}: FastDecoder")
 _method(
     hpack.huffman.HuffmanEncoder,
@@ -157,6 +168,12 @@ ATTRIBUTES += [
     ("HeaderTable().dynamic_entries", lambda: TABLE().dynamic_entries, HPACK),
     ("hpack.hpack.INDEX_INCREMENTAL", lambda: hpack.hpack.INDEX_INCREMENTAL, HPACK),
     ("hpack.hpack.INDEX_NEVER", lambda: hpack.hpack.INDEX_NEVER, HPACK),
+    ("hpack.hpack.INDEX_NONE", lambda: hpack.hpack.INDEX_NONE, f"{HPACK}: _unindexed_prefix"),
+    (
+        "hpack.table.HeaderTable.STATIC_TABLE_MAPPING (name -> (first index, values))",
+        lambda: _assert(TABLE.STATIC_TABLE_MAPPING[b"content-length"][0] == 28),
+        f"{HPACK}: _unindexed_prefix",
+    ),
     ("hpack.struct.HeaderTuple", lambda: hpack.struct.HeaderTuple, HPACK),
     ("hpack.struct.NeverIndexedHeaderTuple", lambda: hpack.struct.NeverIndexedHeaderTuple, HPACK),
     (

@@ -12,7 +12,7 @@ import pytest
 from hpack import Decoder, Encoder
 from hpack.hpack import encode_integer
 
-from rawserve.protocols.http2.hpack_codec import FastDecoder, FastEncoder
+from rawserve.protocols.http2.hpack_codec import UNINDEXED_NAMES, FastDecoder, FastEncoder
 
 NAMES = [
     b":method",
@@ -99,16 +99,16 @@ def test_fast_decoder_matches_hpack(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_fast_encoder_matches_hpack(seed: int) -> None:
+    # Byte for byte wherever rawserve does not deliberately differ: not for
+    # UNINDEXED_NAMES (see test_encoder_output_decodes_and_tables_stay_in_sync).
+    names = [n for n in (*NAMES, b"server", b"date", b"content-type") if n not in UNINDEXED_NAMES]
     rng = random.Random(seed)
     for _ in range(300):
         reference, fast = Encoder(), FastEncoder()
         size = rng.choice([0, 100, 4096])
         reference.header_table_size = fast.header_table_size = size
         for _ in range(6):
-            fields = [
-                (rng.choice([*NAMES, b"server", b"date", b"content-type"]), _value(rng))
-                for _ in range(rng.randint(1, 10))
-            ]
+            fields = [(rng.choice(names), _value(rng)) for _ in range(rng.randint(1, 10))]
             huff = rng.random() < 0.5
             assert fast.encode(fields, huffman=huff) == reference.encode(fields, huffman=huff)
             assert fast.header_table.dynamic_entries == reference.header_table.dynamic_entries
@@ -263,7 +263,7 @@ def test_a_client_announcing_4gb_gets_the_capped_table() -> None:
 # -- fields new in every response stay out of the table ------------------------------
 
 
-def test_server_timing_is_sent_without_indexing() -> None:
+def test_server_timing_and_content_length_are_sent_without_indexing() -> None:
     from hpack.table import HeaderTable
 
     enc, dec = FastEncoder(), Decoder()
@@ -272,15 +272,214 @@ def test_server_timing_is_sent_without_indexing() -> None:
             (b":status", b"200"),
             (b"content-type", b"application/json"),
             (b"server-timing", b"queue;dur=%d.000, infer;dur=0.%03d" % (i, i)),
-            (b"content-length", b"55"),
+            (b"content-length", b"%d" % (50 + i)),
         ]
         for huffman in (False, True):
-            assert dec.decode(enc.encode(head, huffman=huffman), raw=True) == head
+            block = enc.encode(head, huffman=huffman)
+            assert dec.decode(block, raw=True) == head
+            # Under content-length's static index (28), not its literal name.
+            assert block.endswith(b"\x0f\x0d" + bytes([len(head[3][1])]) + head[3][1])
     names = [name for name, _ in enc.header_table.dynamic_entries]
     # The repeated fields are indexed once; the unique ones never are, so
     # the table (and every search of it) stays small.
-    assert sorted(names) == [b"content-length", b"content-type"]
+    assert names == [b"content-type"]
     assert len(enc.header_table.dynamic_entries) < len(HeaderTable.STATIC_TABLE)
+
+
+def _predict_head(i: int, second: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (b":status", b"200"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % (40 + i * 7 % 1000)),
+        (b"cache-status", b"rawserve; fwd=bypass; detail=disabled"),
+        (b"server-timing", b"queue;dur=0.%03d, infer;dur=1.%03d" % (i % 1000, i * 3 % 1000)),
+        (b"server", b"rawserve"),
+        (b"date", b"Tue, 01 Dec 2026 12:%02d:%02d GMT" % divmod(second, 60)),
+    ]
+
+
+def test_a_repeated_response_head_is_encoded_without_searching_the_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hpack.table import HeaderTable
+
+    searches = 0
+    search = HeaderTable.search
+
+    def counting(self: HeaderTable, name: bytes, value: bytes) -> Any:
+        nonlocal searches
+        searches += 1
+        return search(self, name, value)
+
+    monkeypatch.setattr(HeaderTable, "search", counting)
+    enc, dec = FastEncoder(), Decoder()
+    per_second: list[int] = []
+    for second in range(5):
+        searches = 0
+        for i in range(200):
+            head = _predict_head(second * 200 + i, second)
+            assert dec.decode(enc.encode(head), raw=True) == head
+        per_second.append(searches)
+    # Varying content-length and server-timing are neither searched nor
+    # inserted. The first head searches its 5 other fields and inserts 4 of
+    # them (:status 200 is in the static table); the second finds them
+    # whole and fills the memo; the other 198 search nothing. In each later
+    # second the new date (the last field) is one insertion, which empties
+    # the memo: that head searches once, the next one 5 times, to refill it.
+    assert per_second == [5 + 5, 1 + 5, 1 + 5, 1 + 5, 1 + 5]
+    assert len(enc.header_table.dynamic_entries) == 3 + 5  # and one date a second
+
+
+def test_the_memo_is_emptied_whenever_the_table_changes() -> None:
+    enc, dec = FastEncoder(), Decoder()
+    field = (b"x-a", b"1")
+    sent: list[bytes] = []
+
+    def send(*fields: tuple[bytes, bytes]) -> bytes:
+        block = enc.encode(list(fields))
+        assert dec.decode(block, raw=True) == list(fields), block
+        assert enc.header_table.dynamic_entries == dec.header_table.dynamic_entries
+        sent.append(block)
+        return block
+
+    send(field)  # a literal, inserted at dynamic index 62
+    assert send(field) == b"\xbe"  # indexed: 62
+    assert enc._memo[field] == b"\xbe"
+    send((b"x-b", b"2"))  # an insertion: x-a moves to 63
+    assert send(field) == b"\xbf"  # the memo's 62 would decode to x-b
+    send((b"x-b", b"3"))  # x-b under its indexed name: x-a to 64
+    assert send(field) == b"\xc0"
+    # An eviction by a size change: x-a is gone, so a literal again.
+    enc.header_table_size = 40
+    dec.max_allowed_table_size = 40
+    assert enc._memo == {}
+    assert send(field)[:1] == b"\x3f"[:1]  # the size update first (001xxxxx)
+    assert send(field) == b"\xbe"
+    # An eviction by an insertion: the 40-byte table holds one entry.
+    send((b"x-b", b"2"))
+    assert send(field)[:1] != b"\xbe"  # not the index x-b now has
+    # A table of size 0: nothing indexed, then the table again.
+    enc.header_table_size = 0
+    dec.max_allowed_table_size = 0
+    send(field)
+    assert not enc.header_table.dynamic_entries and enc._memo == {}
+
+
+def test_the_memo_is_bounded() -> None:
+    from rawserve.protocols.http2.hpack_codec import MEMO_ENTRIES
+
+    # A table large enough to hold more whole fields than the memo may.
+    enc, dec = FastEncoder(max_table_bytes=1 << 20), Decoder()
+    enc.header_table_size = dec.max_allowed_table_size = 1 << 20
+    fields = [(b"x-%d" % i, b"v") for i in range(MEMO_ENTRIES * 2)]
+    dec.decode(enc.encode(fields), raw=True)
+    for _ in range(2):
+        assert dec.decode(enc.encode(fields), raw=True) == fields
+        assert 0 < len(enc._memo) <= MEMO_ENTRIES
+
+
+def test_table_size_updates_send_the_smallest_then_the_final_size() -> None:
+    from hpack.hpack import encode_integer
+
+    def update(size: int) -> bytes:
+        b = encode_integer(size, 5)
+        b[0] |= 0x20
+        return bytes(b)
+
+    enc, dec = FastEncoder(), Decoder()
+    dec.decode(enc.encode([(b"x-a", b"1" * 100)]), raw=True)
+    # Lowered twice: the peer's limit is now 1000, so 2000 (which hpack
+    # also sends) would be over it.
+    enc.header_table_size = 2000
+    enc.header_table_size = 1000
+    dec.max_allowed_table_size = 1000
+    block = enc.encode([(b"x-a", b"1" * 100)])
+    assert block == update(1000) + b"\xbe"
+    assert dec.decode(block, raw=True) == [(b"x-a", b"1" * 100)]
+    # Down and up: the smallest, which evicted x-a, must reach the decoder.
+    enc.header_table_size = 50
+    enc.header_table_size = 100
+    enc.header_table_size = 4096
+    dec.max_allowed_table_size = 4096
+    block = enc.encode([(b"x-a", b"1" * 100)])
+    assert block.startswith(update(50) + update(4096))
+    assert dec.decode(block, raw=True) == [(b"x-a", b"1" * 100)]
+    assert enc.header_table.dynamic_entries == dec.header_table.dynamic_entries
+    # The same size announced twice before a block still sends the update.
+    enc.header_table_size = 300
+    enc.header_table_size = 300
+    dec.max_allowed_table_size = 300
+    block = enc.encode([(b"x-a", b"1" * 100)])
+    assert block.startswith(update(300))
+    assert dec.decode(block, raw=True) == [(b"x-a", b"1" * 100)]
+    assert dec.header_table.maxsize == enc.header_table.maxsize == 300
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_encoder_output_decodes_and_tables_stay_in_sync(seed: int) -> None:
+    # Sequences of heads as a connection sends them: fields that repeat,
+    # values that vary (UNINDEXED_NAMES among them, where rawserve differs
+    # from hpack's encoder on purpose), sizes from the peer's SETTINGS
+    # (several, repeated, above the cap), sensitive fields in both of hpack's
+    # spellings, str fields. hpack's decoder must read back every head, and
+    # the decoder's table must equal the encoder's after every block.
+    from hpack import HeaderTuple, NeverIndexedHeaderTuple
+
+    rng = random.Random(seed)
+    repeated = [
+        (b"content-type", b"application/json"),
+        (b"cache-status", b"rawserve; hit; ttl=30"),
+        (b"server", b"rawserve"),
+        (b":status", b"200"),
+        (b":status", b"404"),
+        (b"x-a", b"1"),
+    ]
+    secrets = 0
+    for _ in range(150):
+        enc, dec = FastEncoder(), Decoder()
+        dec.max_allowed_table_size = 0xFFFFFFFF
+        for block_no in range(40):
+            if rng.random() < 0.15:
+                for _ in range(rng.randint(1, 3)):
+                    enc.header_table_size = rng.choice([0, 60, 100, 256, 1024, 4096, 1 << 20])
+            fields: list[Any] = []
+            expected: list[tuple[bytes, bytes]] = []
+            for _ in range(rng.randint(1, 9)):
+                kind = rng.random()
+                if kind < 0.5:
+                    name, value = rng.choice(repeated)
+                elif kind < 0.8:
+                    name = rng.choice([b"content-length", b"server-timing", b"date", b"x-b"])
+                    value = b"%d" % rng.randint(0, 3000 if rng.random() < 0.5 else 3)
+                else:
+                    name, value = rng.choice(NAMES), _value(rng)
+                if rng.random() < 0.1:
+                    secrets += 1
+                    value = b"secret-%d" % secrets
+                    spelling = rng.choice(["three", "tuple"])
+                    if spelling == "three":
+                        fields.append((name, value, True))
+                    else:
+                        fields.append(NeverIndexedHeaderTuple(name, value))
+                elif rng.random() < 0.05:
+                    fields.append((name.decode(), value.decode()))
+                elif rng.random() < 0.05:
+                    fields.append(HeaderTuple(name, value))
+                else:
+                    fields.append((name, value))
+                expected.append((name, value))
+            block = enc.encode(fields, huffman=rng.random() < 0.8)
+            decoded = dec.decode(block, raw=True)
+            assert decoded == expected, (block_no, block)
+            for field in decoded:
+                if field[1].startswith(b"secret-"):
+                    assert not field.indexable  # sent as never indexed
+            assert enc.header_table.dynamic_entries == dec.header_table.dynamic_entries
+            assert enc.header_table.maxsize == dec.header_table.maxsize
+            assert enc.header_table._current_size == dec.header_table._current_size
+            assert not any(v.startswith(b"secret-") for _, v in enc.header_table.dynamic_entries)
+            assert not any(n in UNINDEXED_NAMES for n, _ in enc.header_table.dynamic_entries)
+    assert secrets > 500
 
 
 def test_fast_encode_matches_hpack_for_every_kind_of_field() -> None:
