@@ -225,6 +225,34 @@ async def test_urgent_request_overtakes_a_backlog(make_engine: MakeEngine, mode:
     assert len(order) == 41
 
 
+async def test_an_urgent_batch_is_answered_before_the_bulk_batch_that_ran_first(
+    make_engine: MakeEngine,
+) -> None:
+    # The worker goes from a bulk batch straight to an urgent one: the bulk
+    # batch's answers wait for the urgent batch's, so the loop is not busy
+    # answering (and reading) bulk work while the urgent run needs the core.
+    model = Gated()
+    engine = await make_engine(model, max_batch_size=8, model_workers=1)
+    order: list[str] = []
+
+    def start(name: str, value: float, urgency: int) -> asyncio.Task[InferenceResult]:
+        task = asyncio.create_task(engine.infer("digits", row(value), priority=urgency))
+        task.add_done_callback(lambda _: order.append(name))
+        return task
+
+    bulk = start("bulk", 1, 7)
+    await until(lambda: model.running == 1)
+    more_bulk = start("more bulk", 2, 7)
+    urgent = start("urgent", 3, 0)
+    await until(lambda: engine.stats("digits")["queued"] == 2)
+    model.release.set()
+    results = await asyncio.wait_for(asyncio.gather(bulk, urgent, more_bulk), 5)
+    assert order[:2] == ["urgent", "bulk"], order
+    # The urgent batch held the urgent item alone; the bulk ran in batches of its own.
+    assert [r.batch_size for r in results] == [1, 1, 1]
+    assert len(model.batches) == 3
+
+
 async def test_priority_change_while_queued_moves_the_item(make_engine: MakeEngine) -> None:
     engine = await make_engine(SlowModel(SLOW_S), max_batch_size=4)
 

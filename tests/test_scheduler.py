@@ -170,7 +170,10 @@ def test_strict_mode_always_serves_the_most_urgent_first(
     while (batch := sched.next_batch(now)) is not None:
         got = [i.urgency for i in batch]
         assert got == remaining[: len(got)], (got, remaining)
-        assert len(got) == min(batch_size, len(remaining))
+        # A batch led by an urgent item (below the default 3) holds urgent
+        # items only; any other batch is as full as the queue allows.
+        eligible = [u for u in remaining if u < 3] if remaining[0] < 3 else remaining
+        assert len(got) == min(batch_size, len(eligible))
         remaining = remaining[len(got) :]
     assert remaining == []
 
@@ -462,17 +465,41 @@ def test_full_batch_leaves_at_once() -> None:
     assert sched.next_deadline() == 1.0
 
 
-def test_urgency_zero_flushes_at_once_and_takes_others_along() -> None:
+def test_urgency_zero_flushes_at_once_without_the_less_urgent() -> None:
+    # The urgent batch does not wait for the model to run the bulk rows too:
+    # they keep their own batch, due when their delay is over.
     sched = scheduler(max_batch_size=8, max_batch_delay_s=1.0)
     bulk = [item(7) for _ in range(3)]
     for i in bulk:
         sched.submit(i, 0.0)
     assert sched.next_batch(0.5) is None
-    urgent = item(0)
+    urgent, also_urgent = item(0), item(2)
     sched.submit(urgent, 0.5)
+    sched.submit(also_urgent, 0.5)
     batch = sched.next_batch(0.5)
-    assert batch is not None
-    assert batch.items[0] is urgent and set(batch.items[1:]) == set(bulk)
+    assert batch is not None and batch.urgent
+    assert batch.items == [urgent, also_urgent]
+    sched.complete(batch, 0.5)
+    assert sched.next_batch(0.6) is None
+    rest = sched.next_batch(1.0)
+    assert rest is not None and not rest.urgent
+    assert set(rest.items) == set(bulk)
+
+
+def test_a_batch_led_by_the_bulk_takes_urgent_items_along() -> None:
+    # Only urgent-led batches are kept to urgent items; a batch the stride
+    # order starts with a less urgent item fills with whatever is queued.
+    sched = scheduler(max_batch_size=8)
+    for _ in range(8):
+        sched.submit(item(0), 0.0)
+    first = sched.next_batch(0.0)
+    assert first is not None and [i.urgency for i in first] == [0] * 8
+    sched.complete(first, 0.0)
+    sched.submit(item(7), 0.0)
+    sched.submit(item(0), 0.0)
+    second = sched.next_batch(0.0)
+    assert second is not None
+    assert sorted(i.urgency for i in second) == [0, 7], "u=7's turn: it leads, u=0 joins"
 
 
 def test_urgency_zero_in_another_shape_is_not_held_behind_a_filling_batch() -> None:

@@ -148,6 +148,10 @@ class _ModelState:
     buckets: tuple[int, ...] = ()
     pump_soon: bool = False  # a pump is scheduled for the end of this loop turn
     inline_runs: int = 0  # batches run on the loop (tests and /metrics)
+    # Finished batches whose answers wait for an urgent batch's (Engine._batch_done).
+    held: list[tuple[Batch, list[WorkItem], Any, BaseException | None, float]] = field(
+        default_factory=list
+    )
 
     def cost_for(self, rows: int) -> _RunCost | None:
         for size, cost in zip(self.buckets, self.costs, strict=True):
@@ -613,8 +617,10 @@ class Engine:
             with state.lock:
                 delivered = state.scheduler.complete(current, now)
                 following = state.scheduler.next_batch(now)
+            hold = False
             if following is not None:
                 stacked = _stack(following)
+                hold = following.urgent and not current.urgent
             try:
                 # One wake-up of the loop per batch, which also says whether
                 # this worker is free now.
@@ -627,6 +633,7 @@ class Engine:
                     error,
                     now,
                     following is None,
+                    hold,
                 )
             except RuntimeError:  # the loop is closed: nobody is left to answer
                 following = None
@@ -656,6 +663,7 @@ class Engine:
 
     def _worker_stopped(self, state: _ModelState) -> None:
         state.busy -= 1
+        self._deliver_held(state)
         self._pump(state)
 
     def _batch_done(
@@ -667,13 +675,32 @@ class Engine:
         error: BaseException | None,
         now: float,
         worker_free: bool,
+        hold: bool = False,
     ) -> None:
-        """A worker's batch ran (one loop wake-up per batch)."""
-        self._deliver(state, batch, delivered, result, error, now)
+        """A worker's batch ran (one loop wake-up per batch).
+
+        ``hold``: the worker went straight on to a batch with urgent items
+        and this one has none. Its answers wait until that batch's are out.
+        The model thread and the loop share a core when there is one core
+        per process: answering a batch of 32 and reading the requests its
+        clients send next kept the loop busy for the whole of the urgent
+        run, which took 3x its time (model B, 1 row: 8.7 against 3.0 ms),
+        and the urgent answers then queued behind those. The less urgent
+        clients wait one urgent run more."""
+        if hold:
+            state.held.append((batch, delivered, result, error, now))
+        else:
+            self._deliver(state, batch, delivered, result, error, now)
+            self._deliver_held(state)
         if worker_free:
             state.busy -= 1
         # Expiries and the timer; a free worker (model_workers > 1) may start.
         self._pump(state)
+
+    def _deliver_held(self, state: _ModelState) -> None:
+        held, state.held = state.held, []
+        for batch, delivered, result, error, now in held:
+            self._deliver(state, batch, delivered, result, error, now)
 
     def _deliver(
         self,

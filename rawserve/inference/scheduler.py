@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from rawserve.core.errors import ConfigError, RawServeError
+from rawserve.core.priority import DEFAULT_URGENCY
 
 URGENCIES = 8
 DEFAULT_WEIGHTS: tuple[float, ...] = tuple(float(2 ** (7 - u)) for u in range(URGENCIES))
@@ -125,6 +126,11 @@ class Batch:
 
     def __iter__(self) -> Iterator[WorkItem]:
         return iter(self.items)
+
+    @property
+    def urgent(self) -> bool:
+        """Holds an item more urgent than the default."""
+        return any(item.urgency < DEFAULT_URGENCY for item in self.items)
 
 
 # (enqueued_at, seq, item): heaps order by age, seq breaks ties and marks liveness.
@@ -489,13 +495,11 @@ class Scheduler:
             return next(u for u in range(URGENCIES) if self._depth[u])
         return min((u for u in range(URGENCIES) if self._depth[u]), key=self._pass.__getitem__)
 
-    def _choose_in(self, group: _Group) -> int | None:
+    def _choose_in(self, group: _Group, below: int = URGENCIES) -> int | None:
         counts = group.counts
         if self.mode == "strict":
-            return next((u for u in range(URGENCIES) if counts[u]), None)
-        return min(
-            (u for u in range(URGENCIES) if counts[u]), key=self._pass.__getitem__, default=None
-        )
+            return next((u for u in range(below) if counts[u]), None)
+        return min((u for u in range(below) if counts[u]), key=self._pass.__getitem__, default=None)
 
     def _head_group(self, urgency: int) -> _Group:
         entry = _head(self._by_urgency[urgency])
@@ -531,10 +535,18 @@ class Scheduler:
         items: list[WorkItem] = []
         rows = 0
         fair = self.mode == "fair"
+        # A batch led by an urgent item (more urgent than the default) takes
+        # the urgent items only, not the rest: on a memory-bound model a run
+        # of 1 row costs a third of a run of 32 (model B: 3 against 10 ms),
+        # and the urgent items would wait for all of it. Under an urgent
+        # backlog such batches are full anyway.
+        below = URGENCIES
         while rows < self.max_batch_size:
-            u = self._choose_in(group)
+            u = self._choose_in(group, below)
             if u is None:
                 break
+            if not items and u < DEFAULT_URGENCY:
+                below = DEFAULT_URGENCY
             entry = _head(group.queues[u])
             assert entry is not None
             item = entry[2]
