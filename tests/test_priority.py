@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rawserve import RawServe, Request
 from rawserve.core.priority import DEFAULT_PRIORITY, Priority, parse_priority_field
 from tests.apps.echo_app import app
 from tests.conftest import RunningServer, run_server
@@ -121,3 +122,49 @@ def test_http2_priority_update_with_thousands_of_digits_is_ignored(srv: RunningS
         assert _answered(c, c.request("/")) == 200
     finally:
         c.close()
+
+
+# -- which handlers start first (serving/connection.py StartOrder) ------------------
+
+
+def test_an_urgent_request_read_with_bulk_ones_starts_its_handler_first() -> None:
+    """Six requests in one write, the urgent one last: once urgent traffic has
+    been seen, its handler runs before the five bulk ones read in the same
+    loop turn (before the fix, in arrival order: last)."""
+    ordered = RawServe()
+    started: list[str] = []
+
+    @ordered.get("/order")
+    async def order(request: Request) -> dict[str, str]:
+        started.append(request.headers["x-n"])
+        return {"n": request.headers["x-n"]}
+
+    def send(c: RawH2, name: str, urgency: int) -> int:
+        sid = c.conn.get_next_available_stream_id()
+        head = [(":method", "GET"), (":path", "/order"), (":scheme", "http")]
+        head += [(":authority", "localhost"), ("x-n", name), ("priority", f"u={urgency}")]
+        c.conn.send_headers(sid, head, end_stream=True)
+        return sid
+
+    def wait_for(c: RawH2, sids: set[int]) -> None:
+        ended: set[int] = set()
+        for _ in range(50):
+            for ev in c.events():
+                assert ev is not None, "connection closed"
+                if isinstance(ev, h2.events.StreamEnded):
+                    ended.add(ev.stream_id)
+            if sids <= ended:
+                return
+        raise AssertionError(f"streams {sids - ended} not answered")
+
+    with run_server(ordered, tls=False) as s:
+        c = RawH2(s.http_port)
+        wait_for(c, {send(c, "first", 0)})
+        sids = {send(c, f"bulk{i}", 7) for i in range(5)}
+        sids.add(send(c, "urgent", 0))
+        c.flush()  # one write: one read, one loop turn on the server
+        wait_for(c, sids)
+        c.close()
+    assert started[0] == "first"
+    assert started[1] == "urgent", started
+    assert sorted(started[2:]) == [f"bulk{i}" for i in range(5)]

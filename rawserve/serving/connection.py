@@ -31,12 +31,55 @@ from rawserve.core.events import (
     ResponseStart,
     StreamReset,
 )
+from rawserve.core.priority import DEFAULT_URGENCY
 from rawserve.serving.stream import App, StreamDriver
 
 if TYPE_CHECKING:
     from rawserve.serving.server import Server
 
 log = logging.getLogger("rawserve.serving")
+
+# How long after an urgent request (urgency below the default 3) the others
+# start a loop turn late (StartOrder).
+URGENT_WINDOW_S = 1.0
+
+
+class StartOrder:
+    """Which requests' handlers start first when many arrive in one loop turn.
+
+    A loop turn reads every connection that has data and queues each new
+    request's task in that order; the tasks then run in it, each parsing its
+    body and submitting its inference. Under a bulk load of 32 connections an
+    urgent request read in the same turn waited behind up to 31 handlers
+    (about 10 ms on model B's load here) and often missed the next batch. For
+    a second after an urgent request, the others are started by one callback
+    queued behind the turn's urgent tasks: they run a turn later, the urgent
+    ones at once. Without urgent traffic nothing changes."""
+
+    __slots__ = ("_deferred", "_scheduled", "urgent_until")
+
+    def __init__(self) -> None:
+        self.urgent_until = 0.0
+        self._deferred: list[tuple[StreamConnection, StreamDriver]] = []
+        self._scheduled = False
+
+    def start(self, conn: StreamConnection, driver: StreamDriver) -> None:
+        now = conn.loop.time()
+        if driver.event.priority.urgency < DEFAULT_URGENCY:
+            self.urgent_until = now + URGENT_WINDOW_S
+        elif now < self.urgent_until:
+            self._deferred.append((conn, driver))
+            if not self._scheduled:
+                self._scheduled = True
+                conn.loop.call_soon(self._start_deferred)
+            return
+        conn._start(driver)
+
+    def _start_deferred(self) -> None:
+        self._scheduled = False
+        deferred, self._deferred = self._deferred, []
+        for conn, driver in deferred:
+            conn._start(driver)
 
 
 class StreamConnection:
@@ -191,6 +234,15 @@ class StreamConnection:
     def _spawn(self, driver: StreamDriver) -> None:
         if self._tg is None:
             self._pending_tasks.append(driver)
+            return
+        order: StartOrder | None = getattr(self.server, "start_order", None)
+        if order is None:
+            self._start(driver)
+        else:
+            order.start(self, driver)
+
+    def _start(self, driver: StreamDriver) -> None:
+        if self._tg is None:  # closed meanwhile: the driver was reset
             return
         driver.task = self._tg.create_task(self._drive(driver))
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rawserve.core.config import Config
 from rawserve.core.errors import ConfigError
-from rawserve.serving.connection import StreamConnection
+from rawserve.serving.connection import StartOrder, StreamConnection
 from rawserve.serving.pressure import Pressure
 from rawserve.serving.stream import App
 from rawserve.serving.tcp import TCPConnection
@@ -122,6 +122,8 @@ class Server:
         # datagrams for another worker's connections forwarded to it.
         self.steering = steering
         self.connections: set[StreamConnection] = set()
+        # Urgent requests' handlers start first (connection.StartOrder).
+        self.start_order = StartOrder()
         self.clock = _Clock()
         self.http_port: int | None = None
         self.https_port: int | None = None

@@ -149,6 +149,8 @@ class StreamDriver:
             self.task.cancel()
 
     async def run(self) -> None:
+        if self.state == RESET:
+            return  # cancelled before its handler started (StartOrder defers some)
         started = time.perf_counter()
         status = 0
         sent = 0
