@@ -440,14 +440,14 @@ def _serve_command(args: list[str]) -> int:
         return create_app(config.inference, graceful_timeout_s=config.graceful_timeout_s)
 
     # The cyclic collector's default first threshold (700 net container
-    # allocations) runs a young collection every ~18 requests, and a full one
-    # over every object the imports and the model runtime left (~40,000) every
-    # few thousand: 19 us per h2c /predict in all (gc.callbacks, 12,000
-    # requests), 4% of its CPU. At 10,000 the young collections are 25 times
-    # fewer for the same total, and full ones did not happen in that run;
-    # peak RSS grew by 1 MB. Set here, by the server's entry point, not by the
-    # library an application may embed in its own process.
-    gc.set_threshold(10_000, 20, 10)
+    # allocations) ran a young collection every ~18 h2c /predict requests and
+    # a full one, over the ~40,000 objects the imports and the model runtime
+    # leave, every ~2,000 (29 ms each): 26 us per request in all (gc.callbacks,
+    # 22,000 requests). At 2,000: 8.6 us, young collections of 0.4 ms, a full
+    # one every ~10,000 requests. 10,000 saved a little more CPU but its
+    # 1.5 ms pauses raised the benchmark's p99 (12-18 against 7-9 ms). Set by
+    # the server's entry point, not by the library an application embeds.
+    gc.set_threshold(2_000, 10, 10)
     try:
         if config.workers != 1:
             from rawserve.serving import workers
