@@ -258,13 +258,18 @@ class Shadow:
             assert i.deadline is None or i.deadline > now, "an expired item ran"
             assert i.state is ItemState.RUNNING and i.started_at == now
             del self.queued[id(i)]
-        # Released early only for a reason: full group, urgency 0, or delay over.
-        oldest = min(i.enqueued_at for i in items)
+        # Released early only for a reason: its group full, holding urgency 0,
+        # or holding an item that waited out the delay. (The item that made the
+        # group due may stay behind: an urgent-led batch takes urgent items only.)
+        group = [i for i in live_before if (i.model, i.shape_key) == (batch.model, batch.shape_key)]
+        oldest = min(i.enqueued_at for i in group)
         assert (
             group_rows[batch.model, batch.shape_key] >= self.sched.max_batch_size
-            or any(i.urgency == 0 for i in items)
+            or any(i.urgency == 0 for i in group)
             or now >= oldest + self.sched.max_batch_delay_s
-        ), "a partial batch left before its oldest item waited the batch delay"
+        ), "a partial batch left before its group's oldest item waited the batch delay"
+        if items[0].urgency < 3:
+            assert all(i.urgency < 3 for i in items), "an urgent-led batch took bulk items"
         self.ran.extend(items)
         self.running.append(batch)
         return batch
