@@ -432,7 +432,7 @@ def check_timer(shadow: Shadow) -> None:
     shadow.now = deadline
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(config=config_strategy, ops=ops_strategy)
 def test_random_workload_keeps_every_invariant(
     config: dict[str, Any], ops: list[tuple[Any, ...]]
