@@ -5,6 +5,7 @@ the tests pass in."""
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -432,7 +433,8 @@ def check_timer(shadow: Shadow) -> None:
     shadow.now = deadline
 
 
-@settings(max_examples=150, deadline=None)
+# tools/fuzz.py runs it with more (RAWSERVE_FUZZ_EXAMPLES, as the fuzzers).
+@settings(max_examples=int(os.environ.get("RAWSERVE_FUZZ_EXAMPLES", "150")), deadline=None)
 @given(config=config_strategy, ops=ops_strategy)
 def test_random_workload_keeps_every_invariant(
     config: dict[str, Any], ops: list[tuple[Any, ...]]

@@ -1,6 +1,7 @@
 """Run rawserve's fuzzers (tests/test_fuzz.py: the parsers above the
 protocols; tests/test_fuzz_protocols.py: the HTTP/1.1, HTTP/2 and HTTP/3
-adapters) for longer than CI does.
+adapters; the scheduler's random workload in tests/test_scheduler.py) for
+longer than CI does.
 
     python tools/fuzz.py --minutes 10
     python tools/fuzz.py --minutes 60 --examples 5000 -k v2
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--hypothesis-seed={seed}",
             "tests/test_fuzz.py",
             "tests/test_fuzz_protocols.py",
+            "tests/test_scheduler.py::test_random_workload_keeps_every_invariant",
         ]
         if args.k:
             cmd += ["-k", args.k]
