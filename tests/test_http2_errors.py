@@ -64,7 +64,13 @@ def test_an_adapter_failing_at_eof_is_logged(
         return real(self, data, now)  # type: ignore[return-value]
 
     monkeypatch.setattr(H1Connection, "receive_data", fails_at_eof)
-    with caplog.at_level(logging.ERROR, "rawserve.serving"), run_server(app, tls=False) as srv:
+    # Idle and keep-alive timeouts far beyond the socket's: the connection must
+    # be closed for the failure, not left half-open until a timer.
+    long = {"keep_alive_timeout_s": 120.0, "idle_timeout_s": 120.0}
+    with (
+        caplog.at_level(logging.ERROR, "rawserve.serving"),
+        run_server(app, tls=False, **long) as srv,
+    ):
         with socket.create_connection(("127.0.0.1", srv.http_port), timeout=10) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             sock.shutdown(socket.SHUT_WR)

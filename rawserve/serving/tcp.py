@@ -186,9 +186,13 @@ class TCPConnection(StreamConnection, asyncio.Protocol):
             try:
                 events = self.adapter.receive_data(b"", self.loop.time())
             except Exception:
-                # A bug, not the client's doing: log it as data_received does.
+                # A bug, not the client's doing: log it as data_received does,
+                # and close once what is written has gone out (left half-open,
+                # the connection lingered until the idle timeout).
                 log.exception("protocol adapter failed at end of input; closing the connection")
-                events = []
+                self._flush()
+                self._close()
+                return None
             self._handle_events(events)
             self._flush()
         return self._half_closed()
