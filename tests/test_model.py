@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,22 @@ class SlowModel(Model):
         if self.latency_s:
             time.sleep(self.latency_s)
         return outputs
+
+
+class GatedModel(SlowModel):
+    """The slow model whose runs wait for ``gate``: while the first request
+    holds it, every later one stays queued, so a test can look at the queue
+    without racing the model."""
+
+    def __init__(self, latency_s: float) -> None:
+        super().__init__(latency_s)
+        self.gate = threading.Event()
+
+    def run(
+        self, inputs: Mapping[str, npt.NDArray[Any]], output_names: Sequence[str] | None = None
+    ) -> dict[str, npt.NDArray[Any]]:
+        assert self.gate.wait(30), "the test never opened the gate"
+        return super().run(inputs, output_names)
 
 
 @pytest.fixture(scope="module")
