@@ -412,6 +412,15 @@ async def _serve_worker(
         try:
             await server.serve_forever()
         finally:
+            # Told to stop. When the whole process group is signalled (a
+            # terminal's Ctrl-C, `kill -- -PGID`) SIGTERM comes twice, once
+            # from the supervisor: a second one landing while the loop closes
+            # found its wakeup socket gone ("Exception ignored when trying to
+            # write to the signal wakeup fd"). The drain needs no more signals;
+            # the supervisor kills a worker that overstays.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_IGN)
             publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await publisher
