@@ -277,22 +277,19 @@ def test_installed_versions_are_the_pinned_ones() -> None:
 # would be judged against a state h2 never reached.
 
 
-def _server_with_request(end_request: bool, frame_size: int = 16384) -> Any:
+def _core(fast: bool) -> Any:
+    """rawserve's Core as its adapter makes it, the fast paths on or off."""
     from rawserve.core.config import Limits
-    from rawserve.protocols.http2.core import Core
+    from rawserve.protocols.http2.core import Core, server_config
 
-    server = Core(
-        h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        ),
-        Limits(),
-    )
-    server.initiate_connection()
+    core = Core(server_config(), Limits())
+    core.fast_paths = fast
+    core.initiate_connection()
+    return core
+
+
+def _server_with_request(end_request: bool, frame_size: int = 16384) -> Any:
+    server = _core(True)
     client = H2(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
     if frame_size != 16384:
@@ -377,26 +374,6 @@ def test_fast_path_leaves_trailers_and_closed_streams_to_h2() -> None:
 # request's HEADERS and its DATA without h2's state-machine calls. The same
 # frames fed to a Core with the fast paths off (h2's own handling, with
 # rawserve's hardening) must give equal events, bytes out, errors and state.
-
-
-def _core(fast: bool) -> Any:
-    from rawserve.core.config import Limits
-    from rawserve.protocols.http2.core import Core
-
-    core = Core(
-        h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        ),
-        Limits(),
-    )
-    core.fast_paths = fast
-    core.initiate_connection()
-    return core
 
 
 def _frame(kind: type, sid: int, flags: tuple[str, ...] = (), **fields: Any) -> bytes:

@@ -313,20 +313,20 @@ def test_a_repeated_response_head_is_encoded_without_searching_the_table(
 
     monkeypatch.setattr(HeaderTable, "search", counting)
     enc, dec = FastEncoder(), Decoder()
-    per_second: list[int] = []
+    searches_per_date: list[int] = []
     for second in range(5):
         searches = 0
         for i in range(200):
             head = _predict_head(second * 200 + i, second)
             assert dec.decode(enc.encode(head), raw=True) == head
-        per_second.append(searches)
+        searches_per_date.append(searches)
     # Varying content-length and server-timing are neither searched nor
     # inserted. The first head searches its 5 other fields and inserts 4 of
     # them (:status 200 is in the static table); the second finds them
     # whole and fills the memo; the other 198 search nothing. In each later
     # second the new date (the last field) is one insertion, which empties
     # the memo: that head searches once, the next one 5 times, to refill it.
-    assert per_second == [5 + 5, 1 + 5, 1 + 5, 1 + 5, 1 + 5]
+    assert searches_per_date == [5 + 5, 1 + 5, 1 + 5, 1 + 5, 1 + 5]
     assert len(enc.header_table.dynamic_entries) == 3 + 5  # and one date a second
 
 

@@ -48,7 +48,7 @@ from rawserve.core.priority import (
     parse_priority_field,
     urgency_from_weight,
 )
-from rawserve.protocols.http2.core import Core
+from rawserve.protocols.http2.core import Core, server_config
 from rawserve.protocols.http2.framing import PRIORITY_UPDATE
 from rawserve.protocols.http2.sender import Sender
 from rawserve.protocols.http2.stream import Stream
@@ -126,16 +126,7 @@ class H2Connection:
         self._scheme = scheme
         self._server_header = server_header
         self._date: bytes | None = None
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            # Validation and normalization happen here, in one pass.
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self._conn = Core(config, limits)
+        self._conn = Core(server_config(), limits)
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={

@@ -53,6 +53,19 @@ _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 
 
+def server_config() -> h2.config.H2Configuration:
+    """h2 as rawserve's server connection runs it: header validation and
+    normalization are the adapter's (one pass, in semantics.py)."""
+    return h2.config.H2Configuration(
+        client_side=False,
+        header_encoding=None,
+        validate_inbound_headers=False,
+        normalize_inbound_headers=False,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+
+
 class _CompressionError(h2.exceptions.ProtocolError):
     error_code = ErrorCodes.COMPRESSION_ERROR
 
