@@ -19,6 +19,7 @@ import pytest
 
 from rawserve.core.priority import Priority
 from rawserve.inference import engine as engine_module
+from rawserve.inference import runcost
 from rawserve.inference.engine import (
     DeadlineExceeded,
     Engine,
@@ -119,6 +120,15 @@ class Gated(Recording):
         finally:
             with self._lock:
                 self.running -= 1
+
+
+def inline_bounds(monkeypatch: pytest.MonkeyPatch, **bounds: float) -> None:
+    """Set runcost's bounds where they are read: the engine's warm-up reads
+    its own imported names, RunCost the module's."""
+    for name, value in bounds.items():
+        for module in (engine_module, runcost):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, value)
 
 
 def batch_histogram(engine: Engine) -> tuple[list[int], float]:
@@ -586,7 +596,7 @@ async def test_a_cheap_model_runs_on_the_loop(
     make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch, samples: tuple[Array, Array]
 ) -> None:
     # Any run counts as cheap here: where batches run is what is checked.
-    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 1.0)
+    inline_bounds(monkeypatch, INLINE_MAX_S=1.0)
     runs = RunLog(monkeypatch)
     engine = await make_engine(max_batch_size=32)
     x, _ = samples
@@ -607,7 +617,7 @@ async def test_a_cheap_model_runs_on_the_loop(
 async def test_on_the_loop_urgent_items_still_go_first(
     make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 1.0)
+    inline_bounds(monkeypatch, INLINE_MAX_S=1.0)
     runs = RunLog(monkeypatch)
     engine = await make_engine(max_batch_size=1)
     runs.clear()
@@ -630,7 +640,7 @@ async def test_a_model_with_its_own_run_never_runs_on_the_loop(
     make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # However cheap: its run may block or sleep, which the loop must not.
-    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 1.0)
+    inline_bounds(monkeypatch, INLINE_MAX_S=1.0)
     model = Recording()
     engine = await make_engine(model, max_batch_size=4)
     await asyncio.gather(*(engine.infer("digits", row(i)) for i in range(8)))
@@ -643,7 +653,7 @@ async def test_a_model_dearer_than_the_bound_runs_in_the_workers(
 ) -> None:
     runs = RunLog(monkeypatch)
     runs.sleep_s = 0.002  # every run, warm-up timing included, takes 2 ms or more
-    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 0.001)
+    inline_bounds(monkeypatch, INLINE_MAX_S=0.001)
     engine = await make_engine(max_batch_size=4)
     runs.clear()
     await asyncio.gather(*(engine.infer("digits", row(i)) for i in range(8)))
@@ -657,10 +667,10 @@ async def test_a_bucket_timed_in_a_busy_moment_is_timed_again(
     # The first timing of batches of one (MEASURE_RUNS runs) comes out just
     # above the bound, as when other processes held the core; the second,
     # after a pause, does not: the model runs on the loop.
-    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 0.002)
+    inline_bounds(monkeypatch, INLINE_MAX_S=0.002)
     monkeypatch.setattr(engine_module, "RETIME_PAUSE_S", 0.0)
     runs = RunLog(monkeypatch)
-    runs.sleep_s, runs.slow_runs = 0.003, engine_module.MEASURE_RUNS
+    runs.sleep_s, runs.slow_runs = 0.003, runcost.MEASURE_RUNS
     engine = await make_engine(max_batch_size=1)
     runs.clear()
     runs.sleep_s = 0.0
@@ -672,9 +682,7 @@ async def test_a_bucket_timed_in_a_busy_moment_is_timed_again(
 async def test_a_model_that_slows_down_goes_back_to_the_workers(
     make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(engine_module, "INLINE_MAX_S", 1.0)
-    monkeypatch.setattr(engine_module, "INLINE_GIVE_UP_S", 0.005)
-    monkeypatch.setattr(engine_module, "INLINE_SAMPLE_CAP_S", 0.02)
+    inline_bounds(monkeypatch, INLINE_MAX_S=1.0, INLINE_GIVE_UP_S=0.005, INLINE_SAMPLE_CAP_S=0.02)
     runs = RunLog(monkeypatch)
     engine = await make_engine(max_batch_size=1)
     await engine.infer("digits", row(1))

@@ -44,6 +44,14 @@ from rawserve.inference.errors import (
     ModelNotFound,
 )
 from rawserve.inference.metrics import Registry
+from rawserve.inference.runcost import (
+    INLINE_GIVE_UP_S,
+    INLINE_MAX_S,
+    RETIME_PAUSE_S,
+    RunCost,
+    measurable,
+    time_runs,
+)
 from rawserve.inference.scheduler import (
     Batch,
     ItemState,
@@ -57,28 +65,6 @@ log = logging.getLogger("rawserve.inference.engine")
 # A warm-up that has run this long logs each batch size it finishes: progress
 # where people wait, silence for the small models that warm up at once.
 WARMUP_PROGRESS_AFTER_S = 1.0
-
-# Batches whose measured run time is below this run on the event loop itself.
-# A worker trip (wake a thread, post the answers back, wake the loop) cost the
-# loop about 60 µs of CPU per batch for the digits model, whose runs take
-# 20-30 µs; the bound keeps what any other client can wait on the model to a
-# tenth of a millisecond.
-INLINE_MAX_S = 100e-6
-# Timed runs per batch size at warm-up, the least of them taken: measured in a
-# worker while the loop waits for it, so no other thread holds the GIL. (Under
-# load a worker's timings include its waits for the GIL, up to the 5 ms switch
-# interval: 170 µs for a 20 µs run was common, so they cannot decide.)
-MEASURE_RUNS = 10
-RETIME_PAUSE_S = 0.02
-# Inline run times feed a moving average (weight 1/16); a batch size whose
-# average passes INLINE_GIVE_UP_S goes back to the workers for good. Not
-# INLINE_MAX_S itself: after the loop has idled a few milliseconds, a 20 µs
-# digits run takes 150-250 µs (cold caches), which sparse traffic would
-# average to; the guard is for a model grown ten times dearer than its bound.
-# Each sample is capped so one run stretched by preemption cannot trip it.
-INLINE_EWMA = 1 / 16
-INLINE_GIVE_UP_S = 10 * INLINE_MAX_S
-INLINE_SAMPLE_CAP_S = 4 * INLINE_GIVE_UP_S
 
 # request.on_priority_change: subscribe a listener, get back its remover.
 PriorityHook = Callable[[Callable[[Priority], None]], Callable[[], None]]
@@ -143,8 +129,8 @@ class _ModelState:
     # The scheduler is shared with the worker threads, which take their next
     # batch themselves (see Engine._work); every call into it holds this lock.
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # Where batches run, by batch-size bucket (see _RunCost).
-    costs: list[_RunCost] = field(default_factory=list)
+    # Where batches run, by batch-size bucket (see RunCost).
+    costs: list[RunCost] = field(default_factory=list)
     buckets: tuple[int, ...] = ()
     pump_soon: bool = False  # a pump is scheduled for the end of this loop turn
     inline_runs: int = 0  # batches run on the loop (tests and /metrics)
@@ -153,7 +139,7 @@ class _ModelState:
         default_factory=list
     )
 
-    def cost_for(self, rows: int) -> _RunCost | None:
+    def cost_for(self, rows: int) -> RunCost | None:
         for size, cost in zip(self.buckets, self.costs, strict=True):
             if rows <= size:
                 return cost
@@ -164,25 +150,6 @@ class _ModelState:
         """Whether single requests run on the loop: then submissions wait for
         the end of the loop turn, so the turn's requests share one run."""
         return bool(self.costs) and self.costs[0].inline
-
-
-@dataclass(slots=True)
-class _RunCost:
-    """What runs of one batch-size bucket cost, and so where they run."""
-
-    seconds: float | None = None  # None: not measured, runs in the workers
-    inline: bool = False
-
-    def measured(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.inline = seconds <= INLINE_MAX_S
-
-    def inline_run(self, seconds: float) -> None:
-        assert self.seconds is not None
-        sample = min(seconds, INLINE_SAMPLE_CAP_S)
-        self.seconds += (sample - self.seconds) * INLINE_EWMA
-        if self.seconds > INLINE_GIVE_UP_S:
-            self.inline = False
 
 
 class Engine:
@@ -246,7 +213,7 @@ class Engine:
         )
         state = self._models[name] = _ModelState(name, model, sched)
         state.buckets = _model.batch_buckets(sched.max_batch_size)
-        state.costs = [_RunCost() for _ in state.buckets]
+        state.costs = [RunCost() for _ in state.buckets]
         state.queue_wait = [self.m_queue_wait.labels(name, str(u)) for u in range(8)]
         for u in range(8):
             self.m_queue_depth.labels(name, str(u)).set_function(_depth_reader(sched, u))
@@ -298,7 +265,7 @@ class Engine:
                 started = time.perf_counter()
                 # One batch size at a time, so that a large model's warm-up
                 # says how far it is once it takes long enough to be waited on.
-                measure = _measurable(state.model)
+                measure = measurable(state.model)
                 for i, size in enumerate(sizes, 1):
                     warm_started = time.perf_counter()
                     await loop.run_in_executor(self._pool, warmup, [size])
@@ -350,7 +317,7 @@ class Engine:
         for attempt in range(3):
             if attempt:
                 await asyncio.sleep(RETIME_PAUSE_S)
-            best = min(best, await loop.run_in_executor(self._pool, _time_runs, model, size))
+            best = min(best, await loop.run_in_executor(self._pool, time_runs, model, size))
             if not INLINE_MAX_S < best <= 4 * INLINE_MAX_S:
                 break
         return best
@@ -776,25 +743,6 @@ class Engine:
 
 def _depth_reader(sched: Scheduler, urgency: int) -> Callable[[], float]:
     return lambda: float(sched.depth(urgency))
-
-
-def _measurable(model: Any) -> bool:
-    """Whether the model's runs are ONNX Runtime's and nothing else, so that
-    timing a few tells what every run costs. A subclass's own ``run`` may
-    block or sleep on any input: it always runs in the workers."""
-    return isinstance(model, _model.Model) and type(model).run is _model.Model.run
-
-
-def _time_runs(model: _model.Model, rows: int) -> float:
-    """In a worker thread at warm-up: the least wall time of MEASURE_RUNS runs
-    of ``rows`` rows of zeros."""
-    feed = {spec.name: model.zeros(spec, rows) for spec in model.inputs}
-    best = float("inf")
-    for _ in range(MEASURE_RUNS):
-        started = time.perf_counter()
-        model.run(feed)
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def _stack(batch: Batch) -> dict[str, np.ndarray] | Exception:
