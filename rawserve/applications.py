@@ -33,13 +33,13 @@ from rawserve.openapi import docs
 from rawserve.openapi.utils import get_openapi
 from rawserve.requests import JSONDecodeError, Request
 from rawserve.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from rawserve.routetable import RouteTable
 from rawserve.routing import (
     DEFAULT_JSON,
     DEFAULT_TRUE,
     ON_EVENT_DEPRECATED,
     APIRoute,
     APIRouter,
-    RouteTable,
 )
 
 __all__ = ["RawServe"]

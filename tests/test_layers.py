@@ -53,6 +53,7 @@ LAYERS: dict[str, str] = {
     # The app surface: the modules FastAPI users import from.
     "applications": L2,
     "routing": L2,
+    "routetable": L2,
     "serialization": L2,
     "params": L2,
     "requests": L2,

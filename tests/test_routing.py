@@ -22,7 +22,8 @@ from rawserve import (
     StreamingResponse,
 )
 from rawserve.core.priority import Priority
-from rawserve.routing import APIRoute, Match, RouteTable
+from rawserve.routetable import RouteTable
+from rawserve.routing import APIRoute, Match
 from tests.test_app import call
 
 
