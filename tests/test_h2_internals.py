@@ -106,6 +106,21 @@ TABLE = hpack.table.HeaderTable
 _method(TABLE, "add", ["self", "name", "value"], f"{HPACK}: FastDecoder, FastEncoder")
 _method(TABLE, "search", ["self", "name", "value"], f"{HPACK}: FastEncoder.add")
 _function(hpack.table, "table_entry_size", ["name", "value"], f"{HPACK}: FastDecoder.decode")
+_method(TABLE, "add", ["self", "name", "value"], f"{CORE}: _CountingTable.add overrides it")
+ATTRIBUTES.append(
+    (
+        "hpack.table.HeaderTable.maxsize (a property with a setter)",
+        lambda: _assert(isinstance(TABLE.maxsize, property) and TABLE.maxsize.fset is not None),
+        f"{CORE}: _CountingTable.maxsize overrides its setter",
+    )
+)
+ATTRIBUTES.append(
+    (
+        "hpack.Decoder().header_table (replaceable)",
+        lambda: _assert(isinstance(hpack.Decoder().header_table, TABLE)),
+        f"{CORE}: Core gives its decoder a _CountingTable",
+    )
+)
 _function(
     hpack.hpack,
     "encode_integer",
@@ -473,3 +488,88 @@ def test_request_fast_path_matches_h2(case: str) -> None:
         else:
             raw = _frame(DataFrame, sid, flags, **fields)
         assert _feed(fast, raw) == _feed(slow, raw), f"{case}: {kind} on stream {sid}"
+
+
+def _block(*fields: bytes) -> bytes:
+    # :method POST, :scheme http, :path / (static 3, 6, 4), then :authority
+    # "a" as a literal without indexing (it leaves the table alone).
+    return b"\x83\x86\x84\x01\x01a" + b"".join(fields)
+
+
+def _add_tag(value: bytes) -> bytes:
+    # x-tag: value, a literal with incremental indexing under a new name:
+    # it becomes dynamic entry 62, moving the older ones up by one.
+    return b"\x40\x05x-tag" + bytes((len(value),)) + value
+
+
+def test_a_repeated_header_block_decodes_as_the_table_says() -> None:
+    """Core remembers a header block that left the dynamic table as it was
+    (Core._decode_request_block). The same bytes mean something else once the
+    table has changed: index 62 is "x-tag: one", then "x-tag: two", then
+    nothing (a size update empties the table). Decoding must follow the table,
+    as h2's does, errors included."""
+    from hyperframe.frame import HeadersFrame
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    preface = client.data_to_send()
+    refer = _block(b"\xbe")  # indexed field 62
+    blocks = [
+        _block(_add_tag(b"one")),
+        refer,
+        refer,
+        _block(_add_tag(b"two")),
+        refer,
+        refer,
+        b"\x20" + _block(),  # table size 0: the table empties
+        refer,  # 62 is out of range now: COMPRESSION_ERROR
+    ]
+    fast, slow = _core(True), _core(False)
+    assert _feed(fast, preface) == _feed(slow, preface)
+    heads = []
+    for i, block in enumerate(blocks):
+        raw = _frame(HeadersFrame, 1 + 2 * i, ("END_HEADERS", "END_STREAM"), data=block)
+        if i in (2, 5):
+            # The repeat is the memo's list, read by the adapter as before.
+            events = fast.receive_data(raw)
+            heads.append(events[0].headers)
+            slow_events = slow.receive_data(raw)
+            assert events[0].headers == slow_events[0].headers
+            assert fast.data_to_send() == slow.data_to_send()
+            continue
+        assert _feed(fast, raw) == _feed(slow, raw), f"block {i}"
+    assert (b"x-tag", b"one") in heads[0] and (b"x-tag", b"two") in heads[1]
+    # The last block failed on both, the same way.
+    assert fast.state_machine.state is ConnectionState.CLOSED
+
+
+def test_the_memo_hands_out_one_list_and_stays_bounded() -> None:
+    from hyperframe.frame import HeadersFrame
+
+    from rawserve.protocols.http2.core import BLOCK_MEMO_BYTES, BLOCK_MEMO_ENTRIES
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    core = _core(True)
+    core.receive_data(client.data_to_send())
+    sid = 1
+    lists = []
+    # Stream 1 opens the connection through h2's own path; then a miss, a hit.
+    for _ in range(3):
+        raw = _frame(HeadersFrame, sid, ("END_HEADERS", "END_STREAM"), data=_block())
+        lists.append(core.receive_data(raw)[0].headers)
+        sid += 2
+    assert lists[1] is lists[2]
+    # Many distinct blocks (each a different :authority literal), and one
+    # too large to keep: the memo never holds more than its bounds.
+    for i in range(3 * BLOCK_MEMO_ENTRIES):
+        value = b"host%d" % i
+        block = b"\x83\x86\x84\x01" + bytes((len(value),)) + value
+        core.receive_data(_frame(HeadersFrame, sid, ("END_HEADERS", "END_STREAM"), data=block))
+        sid += 2
+        assert len(core._blocks) <= BLOCK_MEMO_ENTRIES
+    length = bytes(hpack.hpack.encode_integer(BLOCK_MEMO_BYTES, 7))
+    big = b"\x83\x86\x84\x01" + length + b"h" * BLOCK_MEMO_BYTES
+    core.receive_data(_frame(HeadersFrame, sid, ("END_HEADERS", "END_STREAM"), data=big))
+    assert big not in core._blocks
+    assert all(len(key) <= BLOCK_MEMO_BYTES for key in core._blocks)

@@ -136,6 +136,50 @@ def test_request_whole() -> None:
     ]
 
 
+def test_a_repeated_request_is_parsed_once_and_handed_out_as_its_own_copy() -> None:
+    """From the third identical request on, the client's header block is the
+    same bytes and Core hands the adapter the same decoded list, whose
+    validated head the adapter remembers. Each request still gets a list of
+    its own (a handler changing its copy changes nothing for the next), and
+    a malformed head is refused every time it comes."""
+    pair = Pair()
+    heads = []
+    for _ in range(4):
+        pair.request([*GET, (b"x-trace", b"same")])
+        (event, _end) = pair.to_server()
+        assert isinstance(event, RequestReceived)
+        heads.append(event.headers)
+    expected = [(b"accept", b"application/json"), (b"x-trace", b"same")]
+    assert heads[1] == heads[2] == heads[3] == expected
+    assert heads[2] is not heads[3]
+    heads[2].append((b"x-added", b"by a handler"))
+    pair.request([*GET, (b"x-trace", b"same")])
+    assert pair.to_server()[0].headers == heads[3]
+
+    raw = H2Connection(Limits())
+    raw.initiate()
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+    )
+    client.initiate_connection()
+    raw.receive_data(client.data_to_send(), 0.0)
+    bad = [*GET, (b"te", b"gzip")]  # TE other than "trailers" is malformed
+    for sid in (1, 3, 5, 7):
+        client.send_headers(sid, bad, end_stream=True)
+        assert raw.receive_data(client.data_to_send(), 0.0) == []
+        reset = [
+            e
+            for e in client.receive_data(raw.data_to_send())
+            if isinstance(e, h2.events.StreamReset)
+        ]
+        assert [(e.stream_id, e.error_code) for e in reset] == [(sid, 1)]  # PROTOCOL_ERROR
+
+
 def test_request_byte_at_a_time() -> None:
     server = H2Connection(Limits())
     server.initiate()

@@ -48,13 +48,14 @@ from rawserve.core.priority import (
     parse_priority_field,
     urgency_from_weight,
 )
-from rawserve.protocols.http2.core import Core, server_config
+from rawserve.protocols.http2.core import BLOCK_MEMO_ENTRIES, Core, server_config
 from rawserve.protocols.http2.framing import PRIORITY_UPDATE
 from rawserve.protocols.http2.sender import Sender
 from rawserve.protocols.http2.stream import Stream
 from rawserve.protocols.semantics import (
     CONNECTION_SPECIFIC,
     MalformedMessage,
+    RequestHead,
     check_trailers,
     parse_request_head,
     response_head,
@@ -74,6 +75,9 @@ MIN_FRAME_SIZE = 16_384
 MAX_FRAME_SIZE = 16_777_215
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65_535
+# Validated request heads a connection keeps, by the header list Core gave
+# (see Core._decode_request_block): as many as Core keeps blocks.
+HEAD_MEMO_ENTRIES = BLOCK_MEMO_ENTRIES
 
 # RFC 9113 section 7 codes for the protocol-neutral reset reasons, and back.
 _CODE_FOR_REASON: dict[ResetReason, ErrorCodes] = {
@@ -147,6 +151,7 @@ class H2Connection:
         # PRIORITY_UPDATE frames that arrived before their request (RFC 9218
         # section 7.1), at most max_concurrent_streams of them.
         self._early_priorities: dict[int, bytes] = {}
+        self._heads: dict[int, tuple[list[tuple[bytes, bytes]], RequestHead]] = {}
         # Body bytes received for requests not yet complete, across streams
         # (capped by limits.connection_body_bytes).
         self.pending_body_bytes = 0
@@ -422,8 +427,19 @@ class H2Connection:
     def _on_request(self, ev: h2.events.RequestReceived, out: list[IncomingEvent]) -> None:
         sid = ev.stream_id
         ended = ev.stream_ended is not None
+        fields = ev.headers
         try:
-            req = parse_request_head(ev.headers)
+            # Core hands out the same list for a repeated header block (its
+            # memo): the same list was validated the same way before.
+            known = self._heads.get(id(fields))
+            if known is not None and known[0] is fields:
+                req = known[1]
+            else:
+                req = parse_request_head(fields)
+                if len(self._heads) >= HEAD_MEMO_ENTRIES:
+                    self._heads.clear()
+                # The entry holds the list, so its id is not reused meanwhile.
+                self._heads[id(fields)] = (fields, req)
             if ended and req.content_length:
                 raise MalformedMessage("content-length without a body")
         except MalformedMessage:
@@ -465,7 +481,8 @@ class H2Connection:
                 stream_id=sid,
                 method=method,
                 target=target.decode("latin-1"),
-                headers=req.headers,
+                # A copy: the memo's head is shared by the requests that sent it.
+                headers=list(req.headers),
                 http_version="2",
                 scheme=req.scheme.decode("ascii") if req.scheme else self._scheme,
                 authority=req.authority.decode("latin-1") if req.authority is not None else None,

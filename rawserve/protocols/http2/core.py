@@ -19,6 +19,7 @@ from h2.connection import AllowedStreamIDs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.stream import StreamClosedBy, StreamState
 from hpack.exceptions import HPACKError, OversizedHeaderListError
+from hpack.table import HeaderTable
 from hyperframe.frame import (
     DataFrame,
     ExtensionFrame,
@@ -51,6 +52,30 @@ HARD_HEADER_FACTOR = 2
 _FRAME_HEAD = struct.Struct(">BHBBL")
 _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
+
+
+# The request header blocks a connection remembers decoded (see
+# Core._decode_request_block): a client repeating a request sends the same
+# block, a few dozen bytes. Bounded per connection in entries and in bytes.
+BLOCK_MEMO_ENTRIES = 16
+BLOCK_MEMO_BYTES = 1024
+
+
+class _CountingTable(HeaderTable):
+    """hpack's dynamic table, counting its changes: decoding a block depends
+    on the block's bytes and on the table, so (bytes, generation) names a
+    decoding exactly. Every change goes through ``add`` or ``maxsize``."""
+
+    generation = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.generation += 1
+        super().add(name, value)
+
+    @HeaderTable.maxsize.setter  # type: ignore[attr-defined,untyped-decorator]
+    def maxsize(self, newmax: int) -> None:
+        self.generation += 1
+        HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
 
 
 def server_config() -> h2.config.H2Configuration:
@@ -88,6 +113,8 @@ class Core(h2.connection.H2Connection):
         hard_cap = HARD_HEADER_FACTOR * limits.max_header_bytes + 4096
         self.incoming_buffer = FrameBuffer(hard_cap)
         self.decoder = FastDecoder()
+        self.decoder.header_table = self._table = _CountingTable()
+        self._blocks: dict[bytes, tuple[int, list[tuple[bytes, bytes]]]] = {}
         self.encoder = FastEncoder()
         self.decoder.max_header_list_size = hard_cap
         self.now = 0.0
@@ -421,7 +448,7 @@ class Core(h2.connection.H2Connection):
             raise h2.exceptions.TooManyStreamsError(
                 f"Max inbound streams is {limit}, {open_now} open"
             )
-        headers = h2.connection._decode_headers(self.decoder, frame.data)
+        headers = self._decode_request_block(frame.data)
         # Checks the id (StreamIDTooLowError, odd) and makes the stream.
         stream = self._begin_new_stream(sid, AllowedStreamIDs.ODD)
         end = "END_STREAM" in frame.flags
@@ -445,8 +472,32 @@ class Core(h2.connection.H2Connection):
         else:
             machine.state = StreamState.OPEN
         stream._initialize_content_length(headers)
-        event.headers = list(headers)
+        # The list may be the memo's (the same object for every request that
+        # sent this block): consumers only read it.
+        event.headers = headers
         return events
+
+    def _decode_request_block(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        """``_decode_headers``, remembering the blocks whose decoding left the
+        dynamic table as it was. A repeated request is usually one such block
+        (indexed fields, and literals a client does not index, such as
+        ``:path`` and ``content-length`` from nghttp2): decoded once, it is
+        the same list again while the table is unchanged. Errors are never
+        remembered, so a bad block fails each time as h2 would fail it."""
+        if type(block) is not bytes:
+            block = bytes(block)
+        table = self._table
+        generation = table.generation
+        memo = self._blocks
+        hit = memo.get(block)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        headers = list(h2.connection._decode_headers(self.decoder, block))
+        if table.generation == generation and len(block) <= BLOCK_MEMO_BYTES:
+            if len(memo) >= BLOCK_MEMO_ENTRIES:
+                memo.clear()
+            memo[block] = (generation, headers)
+        return headers
 
     def _receive_request_data(
         self, frame: DataFrame, stream: h2.stream.H2Stream
