@@ -381,3 +381,42 @@ def test_port_in_use_exits_1_with_one_line(tmp_path: Path) -> None:
         )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert_one_line_error(result.stderr, str(port))
+
+
+def test_the_server_freezes_what_it_built_before_serving(tmp_path: Path) -> None:
+    """`python -m rawserve` moves the objects its imports and app construction
+    made out of the cyclic collector's sight (gc.freeze, see
+    __main__.frozen), and sets its thresholds: asked from inside the served
+    app itself, through a real socket."""
+    import httpx
+
+    source = (
+        "import gc\n"
+        "from rawserve import RawServe\n"
+        "app = RawServe()\n"
+        "@app.get('/gc')\n"
+        "async def collector() -> dict:\n"
+        "    return {'frozen': gc.get_freeze_count(), 'threshold': list(gc.get_threshold())}\n"
+    )
+    name = write_module(tmp_path, source)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    argv = [sys.executable, "-m", "rawserve", f"{name}:app", "--http-port", str(port)]
+    argv += ["--port", "-1", "--quic-port", "0", "--log-level", "warning"]
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # bounded: the server prints its banner or exits
+            if line.startswith("rawserve ready"):
+                break
+        answer = httpx.get(f"http://127.0.0.1:{port}/gc", timeout=30).json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert answer["frozen"] > 1_000, answer
+    assert answer["threshold"][0] == 2_000, answer
