@@ -10,11 +10,15 @@ import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
 import onnx
+import orjson
 import pytest
 
 from rawserve.core.config import InferenceSettings
 from rawserve.inference.app import create_app
+from rawserve.inference.app.predict import encoder
+from rawserve.inference.engine import InferenceResult
 from rawserve.inference.model import (
     Model,
     ModelLoadError,
@@ -98,3 +102,26 @@ def test_predict_answers_with_each_models_own_labels(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
             assert r.json()["prediction"] == expected
             assert r.json()["model"] == name
+
+
+def test_predict_encoder_is_made_once_per_model_and_labels() -> None:
+    """/predict's encoder is reused across requests, and remade when the
+    model's labels are another tuple (another app, another model file)."""
+    words = tuple(WORDS[:2])
+    first = encoder("mine", words, False)
+    assert encoder("mine", words, False) is first
+    assert encoder("mine", words, True) is not first
+    result = InferenceResult(
+        {"probabilities": np.array([[0.25, 0.75]], dtype=np.float32)}, 0.0, 0.0, 1, "mine", "1"
+    )
+    assert orjson.loads(first(result, "").body) == {
+        "prediction": "one",
+        "confidence": 0.75,
+        "model": "mine",
+    }
+    other = encoder("mine", ("a", "b"), False)
+    assert other is not first and orjson.loads(other(result, "").body)["prediction"] == "b"
+    assert orjson.loads(encoder("mine", None, True)(result, "").body) == {
+        "predictions": [{"prediction": 1, "confidence": 0.75}],
+        "model": "mine",
+    }

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from rawserve.core.errors import ClientDisconnected
+from rawserve.encoders import dumps
 from rawserve.inference.app import api_docs
 from rawserve.inference.app.application import InferenceApp
 from rawserve.inference.app.errors import BadInput, detail_error, error_response
@@ -25,7 +26,7 @@ from rawserve.inference.cache import CachedResult, result_path
 from rawserve.inference.engine import InferenceResult
 from rawserve.inference.images import ImageError, image_rows, image_spec_for, looks_like_image
 from rawserve.requests import Request
-from rawserve.responses import JSONResponse, Response
+from rawserve.responses import Response
 from rawserve.routing import APIRouter
 
 router = APIRouter()
@@ -71,7 +72,11 @@ def representation(batched: bool) -> str:
 
 def encoder(name: str, labels: tuple[str, ...] | None, batched: bool) -> Encoder:
     """How a /predict answer is written: prediction and confidence per row,
-    the model, and the path of the result."""
+    the model, and the path of the result. One encoder per model and shape
+    of answer, made on first use: it depends on nothing else."""
+    memo = _ENCODERS.get((name, batched))
+    if memo is not None and memo[0] is labels:
+        return memo[1]
 
     def encode(result: InferenceResult, key: str) -> CachedResult:
         answers = _classify(result.outputs, labels)
@@ -82,9 +87,19 @@ def encoder(name: str, labels: tuple[str, ...] | None, batched: bool) -> Encoder
             body = {"predictions": answers, "model": name}
         if key:
             body["result"] = result_path(key)
-        return CachedResult(JSONResponse(body).body, "application/json", key)
+        # What JSONResponse(body).body is, without the response around it.
+        return CachedResult(dumps(body), "application/json", key)
 
+    if len(_ENCODERS) >= _ENCODERS_MAX:
+        _ENCODERS.clear()
+    _ENCODERS[(name, batched)] = (labels, encode)
     return encode
+
+
+# (model, batched) -> (the labels it was made with, the encoder). Bounded:
+# model names come from the server's configuration, but tests make many apps.
+_ENCODERS: dict[tuple[str, bool], tuple[tuple[str, ...] | None, Encoder]] = {}
+_ENCODERS_MAX = 256
 
 
 async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarray, bool, bool]:
@@ -108,7 +123,12 @@ async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarra
         body = await request.body()
         limit = app.settings.max_request_elements
         dtype = app.engine.model(name).inputs[0].dtype if (name := app.default_model) else None
-        array = await app.decoding.run(len(body), functools.partial(_json_rows, body, limit, dtype))
+        decoding = app.decoding
+        if len(body) < decoding.off_loop_bytes:
+            # What decoding.run does for a small body, without its coroutine.
+            array = _json_rows(body, limit, dtype)
+        else:
+            array = await decoding.run(len(body), functools.partial(_json_rows, body, limit, dtype))
         from_json = True
     batched = array.ndim == 2
     if array.ndim == 1:
@@ -118,7 +138,8 @@ async def _predict_input(request: Request, app: InferenceApp) -> tuple[np.ndarra
     if array.dtype.kind not in "iuf":
         raise BadInput(f"'inputs' must be numbers, got {array.dtype}")
     # The model converts to its input type, refusing values out of its range.
-    return np.ascontiguousarray(array), batched, from_json
+    # An array built from JSON is C-contiguous already.
+    return (array if from_json else np.ascontiguousarray(array)), batched, from_json
 
 
 async def _image_input(data: bytes, app: InferenceApp) -> np.ndarray:
@@ -255,7 +276,7 @@ def _classify_row(row: list[float], labels: tuple[str, ...] | None) -> dict[str,
         shifted = [math.exp(v - top) for v in row]
         total = math.fsum(shifted)
         row = [v / total for v in shifted]
-    k = max(range(len(row)), key=row.__getitem__)  # the first of equals, as argmax
+    k = row.index(max(row))  # the first of equals, as argmax
     return _answer(k, row[k], labels)
 
 

@@ -86,7 +86,9 @@ class Answer:
     server_timing: str
 
     def headers(self) -> dict[str, str]:
-        out = {"content-type": self.value.content_type, **dict(self.value.headers)}
+        out = {"content-type": self.value.content_type}
+        if self.value.headers:
+            out.update(self.value.headers)
         out["cache-status"] = self.cache_status
         out["server-timing"] = self.server_timing
         if self.key:
@@ -209,6 +211,9 @@ async def answer(
         timeout_s=timeout_s,
         outputs=outputs,
     )
+    if personalize is None and not got.value.headers:
+        # The merge below would only write the content type over itself.
+        return Response(got.value.body, 200, got.headers())
     value = got.value if personalize is None else personalize(got.value)
     return Response(
         value.body,
