@@ -210,6 +210,28 @@ def test_validate_returns_contiguous_exact_dtype(digits: Model) -> None:
     assert array.flags.c_contiguous and array.dtype == np.float32 and array.shape == (4, 64)
 
 
+def test_validate_shortcut_checks_all_but_the_shape() -> None:
+    """A shape validate() has accepted before is taken in a few comparisons
+    (the common request); dtype, layout, values, names and the row limit are
+    still checked as the first time."""
+    model = Model(load_bundled(), max_rows=4)
+    ok = np.zeros((2, 64), dtype=np.float32)
+    for _ in range(2):  # the full path, then the shortcut: the array itself
+        assert model.validate({"input": ok})["input"] is ok
+    nan = ok.copy()
+    nan[1, 5] = np.nan
+    assert "1 of 128 values are NaN or infinite" in str(error_of(model, {"input": nan}))
+    assert model.validate({"input": nan}, finite=True)["input"] is nan  # the caller vouches
+    for other in (np.ones((2, 64)), ok.astype(">f4"), np.zeros((2, 128), np.float32)[:, ::2]):
+        array = model.validate({"input": other})["input"]
+        assert array.dtype == np.dtype(np.float32) and array.flags.c_contiguous
+        np.testing.assert_array_equal(array, other)
+    assert "unknown input 'pixels'" in str(error_of(model, {"pixels": ok}))
+    assert "unknown input 'pixels'" in str(error_of(model, {"input": ok, "pixels": ok}))
+    model.max_rows = 1
+    assert "2 rows exceed the limit of 1 per request" in str(error_of(model, {"input": ok}))
+
+
 # -- validation errors: each names the input, what came and what was expected ----
 
 

@@ -262,6 +262,10 @@ def _shape_matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> 
     return all(want is None or got == want for got, want in zip(shape, expected, strict=True))
 
 
+# Shapes a one-input model remembers as accepted (Model.validate).
+_ACCEPTED_SHAPES_MAX = 256
+
+
 def batch_buckets(max_batch_size: int) -> tuple[int, ...]:
     """1, 2, 4, ... up to and including ``max_batch_size``."""
     if max_batch_size < 1:
@@ -337,6 +341,12 @@ class Model:
             f"{t.name!r} {t.datatype} {_format_shape(t.v2_shape())}" for t in self.inputs
         )
         self._output_names = [t.name for t in self.outputs]
+        # validate()'s shortcut, for a model of one numeric input: the input,
+        # and the shapes it has accepted (whether a shape passes depends on
+        # nothing else). Bounded: cleared when full.
+        numeric = len(self.inputs) == 1 and self.inputs[0].dtype.kind in "fiub"
+        self._sole: TensorSpec | None = self.inputs[0] if numeric else None
+        self._accepted_shapes: set[tuple[int, ...]] = set()
         self.labels: tuple[str, ...] | None = self._read_labels(path)
         # Batching needs a dynamic first dimension on every input; a model with
         # fixed shapes takes exactly one item per run.
@@ -428,6 +438,22 @@ class Model:
         ``finite``: the caller knows the values hold no NaN or infinity (they
         came from JSON, which cannot carry them), so they are not looked for;
         a value out of the model's range is still refused."""
+        sole = self._sole
+        if sole is not None and len(inputs) == 1:
+            # The common request, checked in a few comparisons: the model's one
+            # input, already of its dtype, C-contiguous, of a shape that passed
+            # before, with nothing to look for (or allowed) in its values. It
+            # is what the checks below would return.
+            array = inputs.get(sole.name)
+            if (
+                type(array) is np.ndarray
+                and array.dtype == sole.dtype
+                and array.shape in self._accepted_shapes
+                and array.flags.c_contiguous
+                and (finite or self.allow_nonfinite or sole.dtype.kind != "f")
+                and (self.max_rows is None or not self.batched or array.shape[0] <= self.max_rows)
+            ):
+                return {sole.name: array}
         expected = self._expected_inputs
         for name in inputs:
             if name not in self._inputs_by_name:
@@ -459,6 +485,11 @@ class Model:
                 f"input {rows_from!r}: {rows} rows exceed the limit of {self.max_rows} per request",
                 rows_from,
             )
+        if sole is not None and len(result) == 1:
+            shapes = self._accepted_shapes
+            if len(shapes) >= _ACCEPTED_SHAPES_MAX:
+                shapes.clear()
+            shapes.add(result[sole.name].shape)
         return result
 
     def _check_tensor(self, spec: TensorSpec, value: Any, finite: bool = False) -> Array:
