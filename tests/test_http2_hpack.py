@@ -9,8 +9,10 @@ import random
 from typing import Any
 
 import pytest
-from hpack import Decoder, Encoder
+from hpack import Decoder, Encoder, HeaderTuple
 from hpack.hpack import encode_integer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rawserve.protocols.http2.hpack_codec import UNINDEXED_NAMES, FastDecoder, FastEncoder
 
@@ -48,8 +50,10 @@ def _literal(enc: Encoder, name: bytes, value: bytes, never: bool, huff: bool) -
 
 def _decode(d: Decoder, block: bytes) -> tuple[str, object]:
     try:
+        # HeaderTuple or NeverIndexedHeaderTuple (RFC 7541 6.2.3), bytes each.
         return "ok", [
-            (a, b, type(a).__name__, type(b).__name__) for a, b in d.decode(block, raw=True)
+            (h[0], h[1], type(h).__name__, type(h[0]).__name__, type(h[1]).__name__)
+            for h in d.decode(block, raw=True)
         ]
     except Exception as exc:  # the error type must match too
         return "err", type(exc).__name__
@@ -499,3 +503,377 @@ def test_fast_encode_matches_hpack_for_every_kind_of_field() -> None:
     for block in blocks:
         assert fast.encode(block) == reference.encode(block)
         assert fast.header_table.dynamic_entries == reference.header_table.dynamic_entries
+
+
+# -- request heads as real clients send them ----------------------------------------
+#
+# nghttp2 (h2load, curl) and browsers send content-length (static index 28) as
+# a literal without indexing, whose 4-bit prefix makes 28 a two-byte integer
+# (RFC 7541 5.1), and :path and content-length never indexed or not indexed,
+# their Huffman-coded values sent again with every request. FastDecoder
+# decodes those inline and memoizes the Huffman values; the tests below hold
+# it to hpack's decoder on them, on their errors, and on random blocks.
+
+# Captured from h2load (nghttp2 1.52) over h2c: `h2load -n 6 -c 1 -m 16 -d
+# body.json -H 'content-type: application/json' http://127.0.0.1:8937/predict`.
+# The first block indexes :authority, user-agent and content-type; every later
+# one is the second. Both send :path (Huffman) and content-length (a two-byte
+# name index) as literals without indexing.
+H2LOAD_FIRST = bytes.fromhex(
+    "048662bb0b21889f86418a089d5c0b8170dc79f65d837a8f9c541c722954d3a5358980aed897"
+    "075f8b1d75d0620d263d4c7441ea0f0d03353830"
+)
+H2LOAD_NEXT = bytes.fromhex("048662bb0b21889f86c083bfbe0f0d03353830")
+H2LOAD_HEAD = [
+    (b":path", b"/predict"),
+    (b":scheme", b"http"),
+    (b":authority", b"127.0.0.1:8937"),
+    (b":method", b"POST"),
+    (b"user-agent", b"h2load nghttp2/1.52.0"),
+    (b"content-type", b"application/json"),
+    (b"content-length", b"580"),
+]
+
+
+def _int(value: int, prefix_bits: int, first: int = 0, padding: int = 0) -> bytes:
+    """An RFC 7541 5.1 integer, its first byte or-ed with ``first``; one of
+    more than one byte gets ``padding`` redundant zero groups (a valid,
+    non-minimal encoding; hpack refuses more than five continuation bytes)."""
+    full = (1 << prefix_bits) - 1
+    if value < full:
+        return bytes([first | value])
+    rest = value - full
+    groups = []
+    while True:
+        groups.append(rest & 0x7F)
+        rest >>= 7
+        if not rest:
+            break
+    groups += [0] * padding
+    tail = [g | 0x80 for g in groups[:-1]] + [groups[-1]]
+    return bytes([first | full, *tail])
+
+
+def _string(value: bytes, huffman: bool, padding: int = 0) -> bytes:
+    from rawserve.protocols.http2.hpack_codec import huffman_encode
+
+    coded = huffman_encode(value) if huffman else value
+    return _int(len(coded), 7, 0x80 if huffman else 0, padding) + coded
+
+
+def _fresh() -> tuple[Decoder, FastDecoder]:
+    return Decoder(), FastDecoder()
+
+
+def _same(reference: Decoder, fast: FastDecoder, block: bytes) -> tuple[str, object]:
+    expected, got = _decode(reference, block), _decode(fast, block)
+    assert got == expected, block.hex()
+    assert fast.header_table.dynamic_entries == reference.header_table.dynamic_entries
+    assert fast.header_table.maxsize == reference.header_table.maxsize
+    assert fast.header_table._current_size == reference.header_table._current_size
+    return got
+
+
+def test_h2load_request_heads_decode_as_hpack_does() -> None:
+    reference, fast = _fresh()
+    assert _same(reference, fast, H2LOAD_FIRST)[0] == "ok"
+    for _ in range(3):
+        assert _same(reference, fast, H2LOAD_NEXT)[0] == "ok"
+        assert fast.decode(H2LOAD_NEXT, raw=True) == H2LOAD_HEAD
+    assert all(type(field) is HeaderTuple for field in fast.decode(H2LOAD_NEXT, raw=True))
+
+
+def test_h2load_request_heads_take_no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The repeated head, a two-byte name index, a two-byte length, indexes
+    # past 127 in both prefixes: all inline, none through hpack's per-field
+    # methods (which copy the rest of the block for every field).
+    fast = FastDecoder()
+    fast.decode(
+        b"".join(_int(0, 6, 0x40) + _string(b"x-%d" % i, False) * 2 for i in range(70)), raw=True
+    )
+    fast.decode(H2LOAD_FIRST, raw=True)  # 3 more: x-0 is at 62 + 72, x-1 at 62 + 71
+
+    def refuse(*args: object) -> object:
+        raise AssertionError("hpack's per-field decoding was used")
+
+    for name in ("_decode_indexed", "_decode_literal_index", "_decode_literal_no_index"):
+        monkeypatch.setattr(FastDecoder, name, refuse)
+    assert fast.decode(H2LOAD_NEXT, raw=True) == H2LOAD_HEAD
+    long_value = b"v" * 300
+    fields = [
+        _int(28, 4) + _string(b"800", True),  # content-length, not indexed
+        _int(4, 4, 0x10) + _string(long_value, False),  # :path, never indexed
+        _int(4, 4) + _string(long_value, True),
+        _int(62 + 72, 7, 0x80),  # x-0
+        _int(62 + 71, 6, 0x40) + _string(b"1", False),  # x-1's name, indexed
+    ]
+    block = b"".join(fields)
+    got = fast.decode(block, raw=True)
+    assert got == [
+        (b"content-length", b"800"),
+        (b":path", long_value),
+        (b":path", long_value),
+        (b"x-0", b"x-0"),
+        (b"x-1", b"1"),
+    ]
+    assert type(got[1]).__name__ == "NeverIndexedHeaderTuple"
+
+
+def _prefilled() -> tuple[Decoder, FastDecoder]:
+    """Decoders whose dynamic tables hold 70 entries (indexes 62 to 131)."""
+    reference, fast = _fresh()
+    fill = b"".join(_int(0, 6, 0x40) + _string(b"x-%d" % i, False) * 2 for i in range(70))
+    _same(reference, fast, fill)
+    return reference, fast
+
+
+CRAFTED: list[tuple[str, bytes]] = [
+    ("content-length, 2-byte name index", _int(28, 4) + _string(b"800", False)),
+    ("content-length never indexed", _int(28, 4, 0x10) + _string(b"800", True)),
+    ("content-length indexed (6-bit prefix fits)", _int(28, 6, 0x40) + _string(b"8", True)),
+    ("non-minimal name index", _int(28, 4, 0, padding=2) + _string(b"1", False)),
+    ("name index with 5 continuation bytes (hpack's most)", _int(28, 4, 0, 4) + b"\x01a"),
+    ("name index with 6 continuation bytes", _int(28, 4, 0, 5) + b"\x01a"),
+    ("indexed with 6 continuation bytes", _int(130, 7, 0x80, 5)),
+    ("non-minimal value length", _int(4, 4) + _string(b"/" * 200, False, padding=3)),
+    ("value length with 6 continuation bytes", _int(4, 4) + _string(b"/" * 200, False, 5)),
+    *[
+        (f"value of {n} bytes, huffman={h}", _int(4, 4) + _string(b"/" + b"a" * (n - 1), h))
+        for n in (126, 127, 128, 300, 5000)
+        for h in (False, True)
+    ],
+    ("Huffman value of 64 coded bytes", _int(4, 4) + _string(b"0" * 102, True)),
+    ("Huffman value of 65 coded bytes", _int(4, 4) + _string(b"0" * 104, True)),
+    ("empty Huffman value", _int(4, 4) + b"\x80"),
+    ("invalid Huffman: EOS", _int(4, 4) + b"\x84\xff\xff\xff\xff"),
+    ("invalid Huffman: padding not ones", _int(4, 4) + b"\x81\x00"),
+    ("invalid Huffman, long", _int(4, 4) + b"\xff\x01" + b"\xff" * 128),
+    ("invalid Huffman, never indexed", _int(28, 4, 0x10) + b"\x81\x00"),
+    ("invalid Huffman, indexed", _int(28, 6, 0x40) + b"\x81\x00"),
+    ("truncated: name index prefix", b"\x0f"),
+    ("truncated: name index continuation", b"\x0f\x8d"),
+    ("truncated: indexed", b"\xff"),
+    ("truncated: indexed continuation", b"\xff\x80"),
+    ("truncated: no value length", b"\x0f\x0d"),
+    ("truncated: value", b"\x0f\x0d\x035"),
+    ("truncated: value length", b"\x0f\x0d\x7f"),
+    ("truncated: value length continuation", b"\x0f\x0d\x7f\x80"),
+    ("truncated: long value", _int(4, 4) + _string(b"/" * 300, False)[:-1]),
+    ("truncated: long Huffman value", _int(4, 4) + _string(b"/" * 300, True)[:-1]),
+    ("index 0", b"\x80"),
+    ("indexed 62, empty dynamic table", b"\xbe"),
+    ("indexed 255", _int(255, 7, 0x80)),
+    ("indexed 2**27", _int(1 << 27, 7, 0x80)),
+    ("name index 62, empty dynamic table", _int(62, 4) + b"\x01a"),
+    ("name index 300", _int(300, 4) + b"\x01a"),
+    ("name index 300, incremental", _int(300, 6, 0x40) + b"\x01a"),
+    ("literal name without indexing", b"\x00" + _string(b"x-a", True) + _string(b"1", True)),
+    ("table size update after a field", b"\x82" + _int(100, 5, 0x20)),
+    ("table size update, 2 bytes", _int(100, 5, 0x20) + b"\x82"),
+    ("h2load's first head", H2LOAD_FIRST),
+    ("h2load's next head before its first", H2LOAD_NEXT),
+]
+
+
+@pytest.mark.parametrize("block", [b for _, b in CRAFTED], ids=[n for n, _ in CRAFTED])
+def test_crafted_blocks_decode_or_fail_as_hpack(block: bytes) -> None:
+    for reference, fast in (_fresh(), _prefilled()):
+        for limit in (65536, 300):
+            reference.max_header_list_size = fast.max_header_list_size = limit
+            _same(reference, fast, block)
+            # And with indexes into the prefilled table past 127, both prefixes.
+            tail = _int(131, 7, 0x80) + _int(130, 4) + _string(b"v", True)
+            _same(reference, fast, block + tail)
+            _same(reference, fast, tail + block)
+
+
+def test_crafted_blocks_are_both_good_and_bad() -> None:
+    outcomes = [_decode(Decoder(), block) for _, block in CRAFTED]
+    kinds = {outcome[1] for outcome in outcomes if outcome[0] == "err"}
+    assert {"HPACKDecodingError", "InvalidTableIndex"} <= kinds, kinds
+    assert sum(outcome[0] == "ok" for outcome in outcomes) >= 20
+
+
+def _counting_huffman(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    from rawserve.protocols.http2 import hpack_codec
+
+    calls: list[bytes] = []
+    original = hpack_codec.decode_huffman
+
+    def counting(coded: bytes) -> bytes:
+        calls.append(bytes(coded))
+        return original(coded)
+
+    monkeypatch.setattr(hpack_codec, "decode_huffman", counting)
+    return calls
+
+
+def test_huffman_values_repeated_without_indexing_are_decoded_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _counting_huffman(monkeypatch)
+    fast = FastDecoder()
+    fast.decode(H2LOAD_FIRST, raw=True)
+    first = len(calls)  # :path, :authority, user-agent, content-type
+    for _ in range(100):
+        assert fast.decode(H2LOAD_NEXT, raw=True) == H2LOAD_HEAD
+    assert len(calls) == first  # :path from the memo every time
+    assert fast._huffman_memo == {bytes.fromhex("62bb0b21889f"): b"/predict"}
+    # A Huffman content-length too, alternating between two values.
+    blocks = [_int(28, 4) + _string(b"%d" % n, True) for n in (800, 1234)]
+    for i in range(50):
+        assert fast.decode(blocks[i % 2], raw=True) == [
+            (b"content-length", b"%d" % (800, 1234)[i % 2])
+        ]
+    assert len(calls) == first + 2
+
+
+def test_the_huffman_memo_keeps_only_what_repeats_unindexed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rawserve.protocols.http2.hpack_codec import HUFFMAN_MEMO_KEY_BYTES
+
+    calls = _counting_huffman(monkeypatch)
+    fast = FastDecoder()
+    never = _int(4, 4, 0x10) + _string(b"/secret", True)
+    indexed = _int(4, 6, 0x40) + _string(b"/indexed", True)
+    long = _int(4, 4) + _string(b"/" + b"a" * 200, True)
+    assert len(_string(b"/" + b"a" * 200, True)) > HUFFMAN_MEMO_KEY_BYTES
+    for _ in range(3):
+        for block in (never, indexed, long):
+            fast.decode(block, raw=True)
+    assert fast._huffman_memo == {}
+    assert len(calls) == 9  # each decoded every time
+
+
+def test_invalid_huffman_raises_and_is_not_stored() -> None:
+    from hpack.exceptions import HPACKDecodingError
+    from hpack.huffman_table import decode_huffman
+
+    fast = FastDecoder()
+    # EOS in the string; padding of zeros; a code cut short.
+    for coded in (b"\x84\xff\xff\xff\xff", b"\x81\x00", b"\x82\xff\x00", b"\x81\xfe"):
+        with pytest.raises(HPACKDecodingError):
+            decode_huffman(coded[1:])  # hpack refuses it too
+        for _ in range(2):  # the same again: still refused, not answered from the memo
+            with pytest.raises(HPACKDecodingError):
+                fast.decode(_int(4, 4) + coded, raw=True)
+    assert fast._huffman_memo == {}
+
+
+def test_the_huffman_memo_is_bounded_in_entries_and_bytes() -> None:
+    from rawserve.protocols.http2.hpack_codec import HUFFMAN_MEMO_ENTRIES, HUFFMAN_MEMO_KEY_BYTES
+
+    fast = FastDecoder()
+    for i in range(HUFFMAN_MEMO_ENTRIES * 10):
+        # Up to 102 bytes of 5-bit codes: the longest value a stored key decodes to.
+        value = b"%d" % i + b"0" * (i % 110)
+        assert fast.decode(_int(4, 4) + _string(value, True), raw=True) == [(b":path", value)]
+        memo = fast._huffman_memo
+        assert 0 < len(memo) <= HUFFMAN_MEMO_ENTRIES
+        assert all(len(key) <= HUFFMAN_MEMO_KEY_BYTES for key in memo)
+        assert all(len(value) <= HUFFMAN_MEMO_KEY_BYTES * 8 // 5 for value in memo.values())
+    # Each connection has its own: one client's values are not another's.
+    assert FastDecoder()._huffman_memo == {}
+
+
+def test_a_memo_hit_keeps_hpacks_semantics() -> None:
+    # The same coded value under three representations: a memo entry made by
+    # one (without indexing) must not change what the others mean.
+    reference, fast = _fresh()
+    value = _string(b"/predict", True)
+    for first in (0x00, 0x10, 0x40):
+        for block in (
+            _int(4, 4) + value,
+            _int(4, 4, 0x10) + value,
+            _int(4, 6, 0x40) + value,
+            bytes([first | 4]) + value + b"\xbe",
+        ):
+            _same(reference, fast, block)
+    assert fast._huffman_memo
+
+
+# -- random blocks of every representation (hypothesis) ------------------------------
+
+_VALUES = st.one_of(
+    st.sampled_from([b"", b"/predict", b"800", b"application/json", b"v" * 127, b"w" * 300]),
+    st.binary(max_size=140),
+)
+# Name indexes: static ones on both sides of the 4-bit prefix's 15 and the
+# 6-bit prefix's 63, and the first dynamic ones (out of range until filled).
+_NAME_INDEXES = st.sampled_from([0, 1, 4, 14, 15, 16, 28, 31, 58, 61] * 4 + [62, 63, 64, 65, 66])
+_INDEXES = st.sampled_from(list(range(1, 62)) * 4 + list(range(62, 67)))
+
+
+@st.composite
+def _representation(draw: st.DrawFn) -> bytes:
+    """One field, valid but for one in twenty: those are garbage, indexes far
+    out of range, over-long integers, invalid Huffman codes. Valid ones vary
+    what the fast path reads: prefixes full or not, redundant zero groups (up
+    to hpack's limit), lengths from 0 to 300."""
+    # Hypothesis favours the first of a list (its "simplest"): the valid case.
+    wild = draw(st.sampled_from([False] * 19 + [True]))
+    padding = draw(st.sampled_from([0, 0, 0, 1, 4] + ([5] if wild else [])))
+    kind = draw(st.sampled_from(["literal"] * 3 + ["indexed"] + (["garbage"] if wild else [])))
+    if kind == "indexed":
+        index = draw(st.integers(0, 1 << 30) if wild else _INDEXES)
+        return _int(index, 7, 0x80, padding)
+    if kind == "garbage":
+        return draw(st.binary(min_size=1, max_size=8))
+    first, bits = draw(st.sampled_from([(0x40, 6), (0x00, 4), (0x00, 4), (0x10, 4)]))
+    index = draw(st.integers(0, 1 << 30) if wild else _NAME_INDEXES)
+    out = _int(index, bits, first, padding)
+    if index == 0:
+        out += _string(draw(st.sampled_from(NAMES)), draw(st.booleans()))
+    value = draw(_VALUES)
+    huffman = draw(st.booleans())
+    coded = _string(value, huffman, padding)
+    if huffman and wild:  # random coded bytes: mostly invalid
+        body = draw(st.binary(min_size=1, max_size=6))
+        coded = _int(len(body), 7, 0x80) + body
+    return out + coded
+
+
+_BLOCK = st.tuples(
+    # A table size update first (5000 is over the limit), or, rarely, later.
+    st.sampled_from([b""] * 6 + [_int(n, 5, 0x20) for n in (0, 100, 4096, 5000)]),
+    st.lists(_representation(), max_size=8),
+    st.sampled_from(["whole"] * 17 + ["update after", "cut", "cut"]),
+    st.integers(0, 100),
+)
+
+
+@given(
+    blocks=st.lists(
+        _BLOCK,
+        min_size=1,
+        max_size=8,
+    ),
+    limit=st.sampled_from([65536, 65536, 200]),
+    # Below 4096, a block without a size update first is refused.
+    allowed=st.sampled_from([4096, 4096, 4096, 100]),
+)
+# RAWSERVE_FUZZ_EXAMPLES sets the count, as for the fuzzers (2,000 pass in ~30 s).
+@settings(
+    max_examples=int(os.environ.get("RAWSERVE_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+def test_random_blocks_decode_or_fail_as_hpack(
+    blocks: list[tuple[bytes, list[bytes], str, int]], limit: int, allowed: int
+) -> None:
+    from rawserve.protocols.http2.hpack_codec import HUFFMAN_MEMO_ENTRIES, HUFFMAN_MEMO_KEY_BYTES
+
+    reference, fast = _fresh()
+    reference.max_header_list_size = fast.max_header_list_size = limit
+    reference.max_allowed_table_size = fast.max_allowed_table_size = allowed
+    for update, representations, odd, cut in blocks:
+        block = update + b"".join(representations)
+        if odd == "update after":
+            block += _int(100, 5, 0x20)
+        elif odd == "cut":  # anywhere, often mid-integer or mid-string
+            block = block[: len(block) * cut // 100]
+        if _same(reference, fast, block)[0] == "err":
+            break  # a connection error: nothing is decoded after it
+        assert len(fast._huffman_memo) <= HUFFMAN_MEMO_ENTRIES
+        assert all(len(key) <= HUFFMAN_MEMO_KEY_BYTES for key in fast._huffman_memo)

@@ -13,21 +13,74 @@ from typing import Any
 
 import hpack
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
-from hpack.hpack import INDEX_INCREMENTAL, INDEX_NEVER, INDEX_NONE, encode_integer
+from hpack.hpack import (
+    DEFAULT_MAX_HEADER_LIST_SIZE,
+    INDEX_INCREMENTAL,
+    INDEX_NEVER,
+    INDEX_NONE,
+    encode_integer,
+)
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.huffman_table import decode_huffman
 from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
-from hpack.table import HeaderTable, table_entry_size
+from hpack.table import HeaderTable
+
+# RFC 7541 5.1: a prefix integer whose prefix bits are all ones continues in
+# 7-bit groups. The fast path reads at most this many of them (values up to
+# 2**28, far beyond any index or string a header block can hold); a longer
+# one, a truncated one and every other error are left to hpack's own code,
+# which decides (and refuses) exactly as before.
+_INTEGER_TAIL_BYTES = 4
+
+# Huffman-coded values in literals without indexing (RFC 7541 6.2.2) are
+# decoded once per decoder and then looked up: nghttp2 (h2load, curl) and
+# browsers send :path and content-length that way on every request, so a
+# repeated request would otherwise pay hpack's pure-Python Huffman decoder
+# (a table step per nibble) for the same bytes each time. The memo is keyed by
+# the coded bytes and bounded in entries and in each key's length (a value
+# decodes to at most 8/5 of its coded length, the shortest code being 5
+# bits): at most 32 keys of 64 bytes and values of 102 bytes, 8.5 KB with the
+# objects, whatever a peer sends; full, it is emptied. It is per decoder, that
+# is per connection, so one client's values never answer (or time) another's;
+# never-indexed values (RFC 7541 6.2.3, which marks them sensitive) and values
+# the peer indexes (sent once, then as an index) stay out of it.
+HUFFMAN_MEMO_ENTRIES = 32
+HUFFMAN_MEMO_KEY_BYTES = 64
+
+
+# Each static table entry as the field an index to it decodes to. Tuples are
+# immutable, so every block can share them; and ``tuple.__new__`` below builds
+# the others without HeaderTuple's Python-level ``__new__`` (0.3 us a field).
+_STATIC_FIELDS = tuple(HeaderTuple(*entry) for entry in HeaderTable.STATIC_TABLE)
+
+
+def _integer_tail(data: bytes, i: int, value: int) -> tuple[int, int]:
+    """The rest of a prefix integer (RFC 7541 5.1) whose prefix was all ones,
+    ``value``, from ``data[i]`` on: (the integer, the index after it), or
+    (-1, i) when it is truncated or longer than the fast path reads."""
+    shift = 0
+    for j in range(i, min(len(data), i + _INTEGER_TAIL_BYTES)):
+        b = data[j]
+        value += (b & 0x7F) << shift
+        if b < 0x80:
+            return value, j + 1
+        shift += 7
+    return -1, i
 
 
 class FastDecoder(hpack.Decoder):
-    """hpack's decoder, with the common representations decoded inline: an
-    indexed field (RFC 7541 section 6.1), and a literal value under an
-    indexed name (section 6.2) that fits one-byte lengths. A client repeating
-    its requests sends little else, and hpack spends about a microsecond on
-    each field (memoryview slices, a copy of the rest of the block, a debug
-    log call, two tuple copies). Every other representation, and every
-    error, is left to hpack's own code."""
+    """hpack's decoder, with the representations requests consist of decoded
+    inline: an indexed field (RFC 7541 section 6.1), and a literal value
+    under an indexed name (section 6.2), with integers of any length (5.1)
+    and Huffman-coded values from a memo. A client repeating its requests
+    sends little else, and hpack spends about a microsecond on each field
+    (memoryview slices, a copy of the rest of the block, a debug log call,
+    two tuple copies). Literal names, table size updates, and every error are
+    left to hpack's own code."""
+
+    def __init__(self, max_header_list_size: int = DEFAULT_MAX_HEADER_LIST_SIZE) -> None:
+        super().__init__(max_header_list_size)
+        self._huffman_memo: dict[bytes, bytes] = {}
 
     def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:
         if not raw:
@@ -38,6 +91,9 @@ class FastDecoder(hpack.Decoder):
         table = self.header_table
         dynamic = table.dynamic_entries
         limit = self.max_header_list_size
+        memo = self._huffman_memo
+        static_fields = _STATIC_FIELDS
+        new_tuple = tuple.__new__
         mem = memoryview(data)
         headers: list[HeaderTuple] = []
         size = 0
@@ -48,36 +104,61 @@ class FastDecoder(hpack.Decoder):
             header: HeaderTuple | None = None
             if b & 0x80:
                 index = b & 0x7F
+                j = i + 1
+                if index == 0x7F:
+                    index, j = _integer_tail(data, j, index)
                 if 0 < index <= n_static:
-                    header = HeaderTuple(*static[index - 1])
-                elif n_static < index < 0x7F and index - n_static <= len(dynamic):
-                    header = HeaderTuple(*dynamic[index - n_static - 1])
+                    header = static_fields[index - 1]
+                elif n_static < index <= n_static + len(dynamic):
+                    header = new_tuple(HeaderTuple, dynamic[index - n_static - 1])
                 if header is not None:
-                    consumed = 1
-                else:  # index 0, a multi-byte index, or out of range
+                    consumed = j - i
+                else:  # index 0, out of range, truncated or over-long
                     header, consumed = self._decode_indexed(mem[i:])
             elif (b & 0xE0) != 0x20:  # a literal field, not a table size update
                 indexing = b & 0x40
-                index = b & 0x3F if indexing else b & 0x0F
-                length = data[i + 1] & 0x7F if i + 1 < end else 0x7F
-                name = None
-                if index < (0x3F if indexing else 0x0F) and length < 0x7F and i + 2 + length <= end:
-                    if 0 < index <= n_static:
-                        name = static[index - 1][0]
-                    elif n_static < index and index - n_static <= len(dynamic):
-                        name = dynamic[index - n_static - 1][0]
-                if name is not None:
-                    value = data[i + 2 : i + 2 + length]
-                    if data[i + 1] & 0x80:
-                        value = decode_huffman(value)
+                full = 0x3F if indexing else 0x0F
+                index = b & full
+                j = i + 1
+                if index == full:
+                    index, j = _integer_tail(data, j, index)
+                name = value = None
+                if 0 < index <= n_static:
+                    name = static[index - 1][0]
+                elif n_static < index <= n_static + len(dynamic):
+                    name = dynamic[index - n_static - 1][0]
+                if name is not None and j < end:
+                    coded = data[j]
+                    length = coded & 0x7F
+                    j += 1
+                    if length == 0x7F:
+                        length, j = _integer_tail(data, j, length)
+                    if 0 <= length and j + length <= end:
+                        value = data[j : j + length]
+                        j += length
+                        if not coded & 0x80:
+                            pass
+                        elif b & 0xF0 or length > HUFFMAN_MEMO_KEY_BYTES:
+                            # Indexed or never-indexed (or long): not memoized.
+                            value = decode_huffman(value)
+                        else:
+                            decoded = memo.get(value)
+                            if decoded is None:
+                                # Raises on invalid coding, before storing.
+                                decoded = decode_huffman(value)
+                                if len(memo) >= HUFFMAN_MEMO_ENTRIES:
+                                    memo.clear()
+                                memo[value] = decoded
+                            value = decoded
+                if name is not None and value is not None:
                     if b & 0x10 and not indexing:
-                        header = NeverIndexedHeaderTuple(name, value)
+                        header = new_tuple(NeverIndexedHeaderTuple, (name, value))
                     else:
-                        header = HeaderTuple(name, value)
+                        header = new_tuple(HeaderTuple, (name, value))
                     if indexing:
                         table.add(name, value)
-                    consumed = 2 + length
-                elif indexing:
+                    consumed = j - i
+                elif indexing:  # a literal name, or anything unusual
                     header, consumed = self._decode_literal_index(mem[i:])
                 else:
                     header, consumed = self._decode_literal_no_index(mem[i:])
@@ -87,7 +168,8 @@ class FastDecoder(hpack.Decoder):
                 consumed = self._update_encoding_context(mem[i:])
             if header is not None:
                 headers.append(header)
-                size += table_entry_size(header[0], header[1])
+                # RFC 7541 4.1, hpack's table_entry_size without the call.
+                size += 32 + len(header[0]) + len(header[1])
                 if size > limit:
                     msg = f"A header list larger than {limit} has been received"
                     raise OversizedHeaderListError(msg)
