@@ -94,7 +94,6 @@ class FastDecoder(hpack.Decoder):
         memo = self._huffman_memo
         static_fields = _STATIC_FIELDS
         new_tuple = tuple.__new__
-        mem = memoryview(data)
         headers: list[HeaderTuple] = []
         size = 0
         i = 0
@@ -114,14 +113,19 @@ class FastDecoder(hpack.Decoder):
                 if header is not None:
                     consumed = j - i
                 else:  # index 0, out of range, truncated or over-long
-                    header, consumed = self._decode_indexed(mem[i:])
+                    header, consumed = self._decode_indexed(memoryview(data)[i:])
             elif (b & 0xE0) != 0x20:  # a literal field, not a table size update
                 indexing = b & 0x40
                 full = 0x3F if indexing else 0x0F
                 index = b & full
                 j = i + 1
                 if index == full:
-                    index, j = _integer_tail(data, j, index)
+                    # Two bytes (content-length's 28 in a 4-bit prefix) inline.
+                    if j < end and data[j] < 0x80:
+                        index += data[j]
+                        j += 1
+                    else:
+                        index, j = _integer_tail(data, j, index)
                 name = value = None
                 if 0 < index <= n_static:
                     name = static[index - 1][0]
@@ -159,13 +163,13 @@ class FastDecoder(hpack.Decoder):
                         table.add(name, value)
                     consumed = j - i
                 elif indexing:  # a literal name, or anything unusual
-                    header, consumed = self._decode_literal_index(mem[i:])
+                    header, consumed = self._decode_literal_index(memoryview(data)[i:])
                 else:
-                    header, consumed = self._decode_literal_no_index(mem[i:])
+                    header, consumed = self._decode_literal_no_index(memoryview(data)[i:])
             else:
                 if headers:
                     raise HPACKDecodingError("Table size update not at the start of the block")
-                consumed = self._update_encoding_context(mem[i:])
+                consumed = self._update_encoding_context(memoryview(data)[i:])
             if header is not None:
                 headers.append(header)
                 # RFC 7541 4.1, hpack's table_entry_size without the call.
@@ -174,7 +178,8 @@ class FastDecoder(hpack.Decoder):
                     msg = f"A header list larger than {limit} has been received"
                     raise OversizedHeaderListError(msg)
             i += consumed
-        self._assert_valid_table_size()
+        if table.maxsize > self.max_allowed_table_size:
+            self._assert_valid_table_size()  # raises
         # Literal names and values are bytes already (hpack copies them out
         # of the block), so hpack's final copy of every field is skipped.
         return headers
