@@ -33,8 +33,8 @@ from hpack.table import HeaderTable
 _INTEGER_TAIL_BYTES = 4
 
 # Huffman-coded values in literals without indexing (RFC 7541 6.2.2) are
-# decoded once per decoder and then looked up: nghttp2 (h2load, curl) and
-# browsers send :path and content-length that way on every request, so a
+# decoded once per decoder and then looked up: nghttp2 (h2load, curl) sends
+# :path and content-length that way on every request, so a
 # repeated request would otherwise pay hpack's pure-Python Huffman decoder
 # (a table step per nibble) for the same bytes each time. The memo is keyed by
 # the coded bytes and bounded in entries and in each key's length (a value
@@ -71,8 +71,8 @@ def _integer_tail(data: bytes, i: int, value: int) -> tuple[int, int]:
 class FastDecoder(hpack.Decoder):
     """hpack's decoder, with the representations requests consist of decoded
     inline: an indexed field (RFC 7541 section 6.1), and a literal value
-    under an indexed name (section 6.2), with integers of any length (5.1)
-    and Huffman-coded values from a memo. A client repeating its requests
+    under an indexed name (section 6.2), with multi-byte integers (5.1) and
+    Huffman-coded values from a memo. A client repeating its requests
     sends little else, and hpack spends about a microsecond on each field
     (memoryview slices, a copy of the rest of the block, a debug log call,
     two tuple copies). Literal names, table size updates, and every error are
