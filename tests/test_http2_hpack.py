@@ -507,7 +507,7 @@ def test_fast_encode_matches_hpack_for_every_kind_of_field() -> None:
 
 # -- request heads as real clients send them ----------------------------------------
 #
-# nghttp2 (h2load, curl) and browsers send content-length (static index 28) as
+# nghttp2 (h2load, curl) sends content-length (static index 28) as
 # a literal without indexing, whose 4-bit prefix makes 28 a two-byte integer
 # (RFC 7541 5.1), and :path and content-length never indexed or not indexed,
 # their Huffman-coded values sent again with every request. FastDecoder
