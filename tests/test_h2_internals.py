@@ -105,7 +105,27 @@ _method(
 TABLE = hpack.table.HeaderTable
 _method(TABLE, "add", ["self", "name", "value"], f"{HPACK}: FastDecoder, FastEncoder")
 _method(TABLE, "search", ["self", "name", "value"], f"{HPACK}: FastEncoder.add")
-_function(hpack.table, "table_entry_size", ["name", "value"], f"{HPACK}: FastDecoder.decode")
+_function(
+    hpack.table,
+    "table_entry_size",
+    ["name", "value"],
+    f"{HPACK}: FastDecoder.decode computes it inline (RFC 7541 4.1); hpack's own paths call it",
+)
+ATTRIBUTES.append(
+    (
+        "hpack.struct.HeaderTuple / NeverIndexedHeaderTuple are plain tuple subclasses",
+        lambda: _assert(
+            all(
+                cls.__bases__ in ((tuple,), (hpack.struct.HeaderTuple,))
+                and cls.__slots__ == ()
+                and tuple.__new__(cls, (b"n", b"v")) == cls(b"n", b"v")
+                and type(tuple.__new__(cls, (b"n", b"v"))) is cls
+                for cls in (hpack.struct.HeaderTuple, hpack.struct.NeverIndexedHeaderTuple)
+            )
+        ),
+        f"{HPACK}: FastDecoder builds them with tuple.__new__, skipping their __new__",
+    )
+)
 _method(TABLE, "add", ["self", "name", "value"], f"{CORE}: _CountingTable.add overrides it")
 ATTRIBUTES.append(
     (

@@ -1,7 +1,8 @@
 """Run rawserve's fuzzers (tests/test_fuzz.py: the parsers above the
 protocols; tests/test_fuzz_protocols.py: the HTTP/1.1, HTTP/2 and HTTP/3
-adapters; the scheduler's random workload in tests/test_scheduler.py) for
-longer than CI does.
+adapters; the scheduler's random workload in tests/test_scheduler.py; HPACK
+decoding against hpack's own in tests/test_http2_hpack.py) for longer than
+CI does.
 
     python tools/fuzz.py --minutes 10
     python tools/fuzz.py --minutes 60 --examples 5000 -k v2
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             "tests/test_fuzz.py",
             "tests/test_fuzz_protocols.py",
             "tests/test_scheduler.py::test_random_workload_keeps_every_invariant",
+            "tests/test_http2_hpack.py::test_random_blocks_decode_or_fail_as_hpack",
         ]
         if args.k:
             cmd += ["-k", args.k]
