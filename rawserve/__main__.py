@@ -185,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker threads per model, each running one batch at a time (%(default)s)",
     )
     engine.add_argument(
+        "--worker-nice",
+        type=_number(int, "--worker-nice", (0, 19)),
+        default=inf.worker_nice,
+        metavar="N",
+        help="run the model worker threads N nice levels below the event loop and the "
+        "urgent lane (Linux), so that on a busy core those go first; 0: the same (%(default)s)",
+    )
+    engine.add_argument(
+        "--urgent-lane",
+        action=argparse.BooleanOptionalAction,
+        default=inf.urgent_lane,
+        help="one more thread per model that runs urgent requests (urgency below 3) beside "
+        "the batch in progress when every worker is busy (on)",
+    )
+    engine.add_argument(
         "--intra-op-threads",
         type=_number(int, "--intra-op-threads", (0, 1024)),
         default=inf.intra_op_threads,
@@ -317,6 +332,8 @@ def build_config(namespace: argparse.Namespace) -> Config:
         models=tuple(ns["models"] or ()),
         model_dir=ns["model_dir"],
         model_workers=ns["model_workers"],
+        worker_nice=ns["worker_nice"],
+        urgent_lane=ns["urgent_lane"],
         intra_op_threads=ns["intra_op_threads"],
         allow_spinning=ns["allow_spinning"],
         max_batch_size=ns["max_batch_size"],

@@ -395,7 +395,11 @@ def gated_app(latency_s: float) -> tuple[Any, GatedModel]:
     """slow_app whose model holds its first run until the test opens the gate:
     the queue can be looked at without racing the model."""
     model = GatedModel(latency_s)
-    cfg = InferenceSettings(max_batch_size=1, max_batch_delay_ms=0.0, cache_enabled=False)
+    # No urgent lane: these tests look at the queue's order, and the lane
+    # would take an urgent request at once (tests/test_engine.py covers it).
+    cfg = InferenceSettings(
+        max_batch_size=1, max_batch_delay_ms=0.0, cache_enabled=False, urgent_lane=False
+    )
     return create_app(cfg, models={"digits": model}), model
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from rawserve.inference.engine import (
     QueueFull,
 )
 from rawserve.inference.model import InputError, Model, bundled_metadata, load_bundled
+from rawserve.inference.threads import thread_nice
 from tests.test_model import SlowModel
 
 Array = npt.NDArray[Any]
@@ -242,7 +244,8 @@ async def test_an_urgent_batch_is_answered_before_the_bulk_batch_that_ran_first(
     # batch's answers wait for the urgent batch's, so the loop is not busy
     # answering (and reading) bulk work while the urgent run needs the core.
     model = Gated()
-    engine = await make_engine(model, max_batch_size=8, model_workers=1)
+    # Without the lane, which would take the urgent item beside the bulk run.
+    engine = await make_engine(model, max_batch_size=8, model_workers=1, urgent_lane=False)
     order: list[str] = []
 
     def start(name: str, value: float, urgency: int) -> asyncio.Task[InferenceResult]:
@@ -261,6 +264,81 @@ async def test_an_urgent_batch_is_answered_before_the_bulk_batch_that_ran_first(
     # The urgent batch held the urgent item alone; the bulk ran in batches of its own.
     assert [r.batch_size for r in results] == [1, 1, 1]
     assert len(model.batches) == 3
+
+
+class HoldsRow(Recording):
+    """Runs holding the row ``held`` block until ``release`` is set; every run
+    records its rows' first value and its thread's nice value."""
+
+    def __init__(self, held: float) -> None:
+        super().__init__()
+        self.held = held
+        self.release = threading.Event()
+        self.running = 0
+        self.runs: list[tuple[float, int | None]] = []
+
+    def run(
+        self, inputs: Mapping[str, Array], output_names: Sequence[str] | None = None
+    ) -> dict[str, Array]:
+        first = float(inputs["input"][0, 0])
+        with self._lock:
+            self.running += 1
+            self.runs.append((first, thread_nice()))
+        try:
+            if bool((inputs["input"][:, 0] == self.held).any()):
+                assert self.release.wait(30), "HoldsRow never released"
+            return super().run(inputs, output_names)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("lane", [True, False])
+async def test_an_urgent_item_runs_beside_the_bulk_batch_in_progress(
+    make_engine: MakeEngine, lane: bool
+) -> None:
+    # The urgent lane (inference/threads.py): with the only worker held by a
+    # bulk batch, an urgent item runs at once on the lane; a default one
+    # waits for the worker. Without the lane the urgent one waits too.
+    model = HoldsRow(1)
+    engine = await make_engine(model, max_batch_size=8, model_workers=1, urgent_lane=lane)
+    bulk = asyncio.create_task(engine.infer("digits", row(1), priority=7))
+    await until(lambda: model.running == 1)
+    urgent = asyncio.create_task(engine.infer("digits", row(3), priority=0))
+    default = asyncio.create_task(engine.infer("digits", row(2), priority=3))
+    if lane:
+        result = await asyncio.wait_for(urgent, 5)
+        assert result.batch_size == 1 and not bulk.done()
+        await until(lambda: engine.stats("digits")["queued"] == 1)  # the default item
+    else:
+        await until(lambda: engine.stats("digits")["queued"] == 2)
+        assert not urgent.done()
+    model.release.set()
+    await asyncio.wait_for(asyncio.gather(bulk, urgent, default), 5)
+    assert engine.stats("digits")["lane_runs"] == (1 if lane else 0)
+    # Held bulk first; the urgent one beside it (lane) or next (no lane); then the default.
+    assert [first for first, _ in model.runs[-3:]] == [1, 3, 2]
+    assert engine.stats("digits")["busy"] == 0 and engine.stats("digits")["queued"] == 0
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="threads have a nice value on Linux only"
+)
+async def test_workers_run_at_a_lower_os_priority_than_the_loop_and_the_lane(
+    make_engine: MakeEngine,
+) -> None:
+    loop_nice = thread_nice()
+    assert loop_nice is not None
+    model = HoldsRow(1)
+    engine = await make_engine(model, max_batch_size=8, model_workers=1, worker_nice=5)
+    bulk = asyncio.create_task(engine.infer("digits", row(1), priority=7))
+    await until(lambda: model.running == 1)
+    await asyncio.wait_for(engine.infer("digits", row(3), priority=0), 5)
+    model.release.set()
+    await asyncio.wait_for(bulk, 5)
+    nice = dict(model.runs[-2:])
+    assert nice == {1.0: min(19, loop_nice + 5), 3.0: loop_nice}, model.runs
+    assert thread_nice() == loop_nice  # the loop's own is left alone
 
 
 async def test_priority_change_while_queued_moves_the_item(make_engine: MakeEngine) -> None:

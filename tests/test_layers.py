@@ -46,6 +46,7 @@ LAYERS: dict[str, str] = {
     "inference.results": L2,
     "inference.engine": L2,
     "inference.runcost": L2,
+    "inference.threads": L2,
     "inference.metrics": L2,
     # The built-in app is an app like a user's: it may not touch sockets.
     "inference.app": L2,

@@ -275,6 +275,31 @@ class Shadow:
         self.running.append(batch)
         return batch
 
+    def next_urgent_batch(self, now: float) -> Batch | None:
+        """The urgent lane's call: items of the most urgent level only, and a
+        batch whenever an urgent item is live (never held back to fill)."""
+        urgent = [i for i in self.live(now) if i.urgency < 3]
+        batch = self.sched.next_urgent_batch(now)
+        for i in list(self.queued.values()):
+            if i.deadline is not None and i.deadline <= now:
+                self.set_aside[id(i)] = self.queued.pop(id(i))
+        if batch is None:
+            assert not urgent, "an urgent item was left for the lane to miss"
+            return None
+        items = batch.items
+        assert items and all(i.urgency < 3 for i in items), "the lane took a bulk item"
+        top = min(i.urgency for i in urgent)
+        assert all(i.urgency == top for i in items), "not the most urgent level alone"
+        assert {(i.model, i.shape_key) for i in items} == {(batch.model, batch.shape_key)}
+        assert batch.rows == sum(i.size for i in items) <= self.sched.max_batch_size
+        for i in items:
+            assert id(i) in self.queued, "only queued items run, each once"
+            assert i.state is ItemState.RUNNING and i.started_at == now
+            del self.queued[id(i)]
+        self.ran.extend(items)
+        self.running.append(batch)
+        return batch
+
     def expire(self, now: float) -> list[WorkItem]:
         found = self.sched.expired(now)
         assert {id(i) for i in found} >= set(self.set_aside), "an expired item went unreported"
@@ -316,6 +341,7 @@ ops_strategy = st.lists(
         submit_op,
         st.tuples(st.just("advance"), st.integers(0, 15)),
         st.tuples(st.just("batch")),
+        st.tuples(st.just("urgent batch")),
         st.tuples(st.just("complete")),
         st.tuples(st.just("expire")),
         st.tuples(st.just("cancel"), st.integers(0, 10_000)),
@@ -366,6 +392,8 @@ def drive(config: dict[str, Any], ops: list[tuple[Any, ...]]) -> Shadow:
             shadow.now = now + op[1] / 1000
         elif kind == "batch":
             shadow.next_batch(now)
+        elif kind == "urgent batch":
+            shadow.next_urgent_batch(now)
         elif kind == "complete" and shadow.running:
             batch = shadow.running.pop(0)
             cancelled = [i for i in batch if i.state is ItemState.CANCELLED]

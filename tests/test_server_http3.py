@@ -537,7 +537,11 @@ def test_http3_alone_without_a_tls_listener() -> None:
 
 def test_priority_update_moves_a_request_queued_for_inference() -> None:
     model = GatedModel(0.02)
-    settings = InferenceSettings(max_batch_size=1, max_batch_delay_ms=0.0, **NO_CACHE)
+    # No urgent lane: the test looks at the queue, which the lane would empty
+    # at once (tests/test_engine.py covers the lane).
+    settings = InferenceSettings(
+        max_batch_size=1, max_batch_delay_ms=0.0, urgent_lane=False, **NO_CACHE
+    )
     app = create_app(settings, models={"digits": model})
     with run_server(app, quic_port=None) as s:
         wait_ready(s)

@@ -82,6 +82,13 @@ class InferenceSettings:
     model_dir: str | None = None
     # Worker threads per model, each running one batch at a time.
     model_workers: int = 1
+    # How much lower the worker threads' OS priority is than the event loop's
+    # and the urgent lane's (a nice increment, Linux; 0: the same). On a
+    # shared core the loop and urgent runs go first (inference/threads.py).
+    worker_nice: int = 10
+    # A thread per model that runs urgent batches (urgency below the default
+    # 3) beside the batch in progress while every worker is busy.
+    urgent_lane: bool = True
     # ONNX Runtime threads inside one run (0: one per core).
     intra_op_threads: int = 1
     # Spinning burns an idle edge box's cores; off unless asked for.

@@ -10,7 +10,8 @@ loop never blocks on a model. A worker that finishes a batch takes the next
 ready one from the scheduler itself (under the model's lock) before posting
 the answers back to the loop, so a busy model runs batch after batch without
 waiting for the loop (see ``Engine._work``), and posts each batch's answers
-to the loop in one call.
+to the loop in one call. While every worker is busy, urgent batches run on
+the model's urgent lane beside them (inference/threads.py).
 
 A model whose runs take less than ``INLINE_MAX_S`` (measured, per batch size)
 is not worth a thread: handing a batch to a worker and its answers back costs
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from rawserve.core.priority import Priority
+from rawserve.core.priority import DEFAULT_URGENCY, Priority
 from rawserve.inference import model as _model
 from rawserve.inference.errors import (
     DeadlineExceeded,
@@ -59,6 +60,7 @@ from rawserve.inference.scheduler import (
     Scheduler,
     WorkItem,
 )
+from rawserve.inference.threads import depth_reader, lower_thread_priority, run_batch, stack
 
 log = logging.getLogger("rawserve.inference.engine")
 
@@ -90,6 +92,10 @@ class EngineConfig:
     priority_weights: tuple[float, ...] | None = None
     priority_mode: str = "fair"
     model_workers: int = 1
+    # The workers' nice value above the loop's (Linux; inference/threads.py).
+    worker_nice: int = 10
+    # A thread per model for urgent batches while every worker is busy.
+    urgent_lane: bool = True
 
 
 @dataclass(slots=True)
@@ -121,6 +127,8 @@ class _ModelState:
     model: Any
     scheduler: Scheduler
     busy: int = 0
+    lane_busy: bool = False  # the urgent lane runs a batch (inference/threads.py)
+    lane_runs: int = 0  # batches the lane ran (tests and /metrics)
     timer: asyncio.TimerHandle | None = None
     timer_at: float | None = None
     runs: int = 0  # batches run (tests assert on it)
@@ -160,6 +168,7 @@ class Engine:
         self.metrics = metrics if metrics is not None else Registry()
         self._models: dict[str, _ModelState] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._lane: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ready = False
         self._stopping = False
@@ -216,7 +225,7 @@ class Engine:
         state.costs = [RunCost() for _ in state.buckets]
         state.queue_wait = [self.m_queue_wait.labels(name, str(u)) for u in range(8)]
         for u in range(8):
-            self.m_queue_depth.labels(name, str(u)).set_function(_depth_reader(sched, u))
+            self.m_queue_depth.labels(name, str(u)).set_function(depth_reader(sched, u))
 
     def model(self, name: str) -> Any:
         state = self._models.get(name)
@@ -236,6 +245,7 @@ class Engine:
             "busy": s.busy,
             "runs": s.runs,
             "inline_runs": s.inline_runs,
+            "lane_runs": s.lane_runs,
             "items_run": s.items_run,
             "queued": sch.depth(),
             "rejections": sch.rejections,
@@ -249,7 +259,16 @@ class Engine:
         ``warm()`` yourself), warm every model up. ``ready`` only after."""
         self._loop = asyncio.get_running_loop()
         workers = max(1, self.config.model_workers) * max(1, len(self._models))
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rawserve-model")
+        self._pool = ThreadPoolExecutor(
+            workers,
+            thread_name_prefix="rawserve-model",
+            initializer=lower_thread_priority,
+            initargs=(self.config.worker_nice,),
+        )
+        if self.config.urgent_lane:
+            self._lane = ThreadPoolExecutor(
+                max(1, len(self._models)), thread_name_prefix="rawserve-urgent"
+            )
         self._stopping = False
         if warm:
             await self.warm()
@@ -329,7 +348,7 @@ class Engine:
         self.ready = False
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and any(
-            s.busy or s.scheduler.depth() for s in self._models.values()
+            s.busy or s.lane_busy or s.scheduler.depth() for s in self._models.values()
         ):
             await asyncio.sleep(0.01)
         for state in self._models.values():
@@ -339,9 +358,10 @@ class Engine:
                 self._fail(item, EngineStopped("the server shut down before this request ran"))
             if state.timer is not None:
                 state.timer.cancel()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._lane):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._lane = None
 
     # -- requests ----------------------------------------------------------------
 
@@ -427,6 +447,7 @@ class Engine:
                 loop.call_soon(self._pump_soon, state)
         elif (
             state.busy < max(1, self.config.model_workers)
+            or (urgency < DEFAULT_URGENCY and self._lane is not None and not state.lane_busy)
             or state.timer_at is None
             or (item.deadline is not None and item.deadline < state.timer_at)
         ):
@@ -471,6 +492,16 @@ class Engine:
                 state.busy += 1
                 batches.append(batch)
             at = sched.next_deadline() if state.busy < workers else sched.next_expiry()
+            # Every worker busy: the lane takes what is urgent (threads.py).
+            lane: Batch | None = None
+            if (
+                inline is None
+                and state.busy >= workers
+                and not state.lane_busy
+                and self._lane is not None
+            ):
+                lane = sched.next_urgent_batch(now)
+                state.lane_busy = lane is not None
         for item in expired:
             self.m_rejections.labels(state.name, "deadline").inc()
             self._fail(item, DeadlineExceeded(now - item.enqueued_at))
@@ -478,6 +509,10 @@ class Engine:
             assert self._pool is not None
             work = self._pool.submit(self._work, state, batch, loop)
             work.add_done_callback(partial(self._worker_cancelled, state, batch, loop))
+        if lane is not None:
+            assert self._lane is not None
+            work = self._lane.submit(self._work, state, lane, loop, True)
+            work.add_done_callback(partial(self._worker_cancelled, state, lane, loop, lane=True))
         if inline is not None:
             self._run_inline(state, inline)
             # One batch per pump: what is still ready runs after the loop has
@@ -507,8 +542,8 @@ class Engine:
         loop = self._loop
         assert loop is not None
         try:
-            result: tuple[list[dict[str, np.ndarray]], float] | None = _run_batch(
-                state.model, batch, _stack(batch)
+            result: tuple[list[dict[str, np.ndarray]], float] | None = run_batch(
+                state.model, batch, stack(batch)
             )
             error: BaseException | None = None
         except Exception as exc:  # the model's failure is the batch's answer
@@ -537,10 +572,17 @@ class Engine:
         state.timer_at = None
         self._pump(state)
 
-    def _work(self, state: _ModelState, batch: Batch, loop: asyncio.AbstractEventLoop) -> None:
-        """In a worker thread: run ``batch``, then take the next batch that is
-        ready from the scheduler, until none is; each batch's results go back
-        to the loop (``_batch_done``).
+    def _work(
+        self,
+        state: _ModelState,
+        batch: Batch,
+        loop: asyncio.AbstractEventLoop,
+        lane: bool = False,
+    ) -> None:
+        """In a worker thread (or the urgent lane's, ``lane``: then the next
+        batches are urgent ones only): run ``batch``, then take the next batch
+        that is ready from the scheduler, until none is; each batch's results
+        go back to the loop (``_batch_done``).
 
         The worker takes its next batch itself, at the moment it is free, as
         the scheduler intends. Handing that back to the loop cost most of a
@@ -553,15 +595,15 @@ class Engine:
         posted: numpy lets go of the GIL while it copies a large batch (C's
         1.5 MB), and the woken loop would keep it for a millisecond.
         """
-        stacked = _stack(batch)
+        stacked = stack(batch)
         try:
-            self._work_on(state, batch, stacked, loop)
+            self._work_on(state, batch, stacked, loop, lane)
         except BaseException:
             # Not a model failure (those are the batch's answer): still free
             # the worker, or the model would wait for it forever.
             log.exception("model %s worker failed", state.name)
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._worker_stopped, state)
+                loop.call_soon_threadsafe(self._worker_stopped, state, lane)
             raise
 
     def _work_on(
@@ -570,11 +612,12 @@ class Engine:
         batch: Batch,
         stacked: dict[str, np.ndarray] | Exception,
         loop: asyncio.AbstractEventLoop,
+        lane: bool,
     ) -> None:
         current: Batch | None = batch
         while current is not None:
             try:
-                result: tuple[list[dict[str, np.ndarray]], float] | None = _run_batch(
+                result: tuple[list[dict[str, np.ndarray]], float] | None = run_batch(
                     state.model, current, stacked
                 )
                 error: BaseException | None = None
@@ -583,10 +626,11 @@ class Engine:
             now = loop.time()
             with state.lock:
                 delivered = state.scheduler.complete(current, now)
-                following = state.scheduler.next_batch(now)
+                sched = state.scheduler
+                following = sched.next_urgent_batch(now) if lane else sched.next_batch(now)
             hold = False
             if following is not None:
-                stacked = _stack(following)
+                stacked = stack(following)
                 hold = following.urgent and not current.urgent
             try:
                 # One wake-up of the loop per batch, which also says whether
@@ -601,6 +645,7 @@ class Engine:
                     now,
                     following is None,
                     hold,
+                    lane,
                 )
             except RuntimeError:  # the loop is closed: nobody is left to answer
                 following = None
@@ -612,24 +657,29 @@ class Engine:
         batch: Batch,
         loop: asyncio.AbstractEventLoop,
         work: concurrent.futures.Future[None],
+        *,
+        lane: bool = False,
     ) -> None:
         """The pool shut down before the worker started: the batch never ran.
         (Called in whichever thread finished ``work``; only a cancel matters.)"""
         if work.cancelled():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._never_ran, state, batch)
+                loop.call_soon_threadsafe(self._never_ran, state, batch, lane)
 
-    def _never_ran(self, state: _ModelState, batch: Batch) -> None:
+    def _never_ran(self, state: _ModelState, batch: Batch, lane: bool = False) -> None:
         loop = self._loop
         assert loop is not None
         with state.lock:
             delivered = state.scheduler.complete(batch, loop.time())
         for item in delivered:
             self._fail(item, EngineStopped("the server shut down before this request ran"))
-        self._worker_stopped(state)
+        self._worker_stopped(state, lane)
 
-    def _worker_stopped(self, state: _ModelState) -> None:
-        state.busy -= 1
+    def _worker_stopped(self, state: _ModelState, lane: bool = False) -> None:
+        if lane:
+            state.lane_busy = False
+        else:
+            state.busy -= 1
         self._deliver_held(state)
         self._pump(state)
 
@@ -643,6 +693,7 @@ class Engine:
         now: float,
         worker_free: bool,
         hold: bool = False,
+        lane: bool = False,
     ) -> None:
         """A worker's batch ran (one loop wake-up per batch).
 
@@ -658,8 +709,12 @@ class Engine:
             state.held.append((batch, delivered, result, error, now))
         else:
             self._deliver(state, batch, delivered, result, error, now)
-            self._deliver_held(state)
-        if worker_free:
+            if not lane:  # held answers wait for the worker's own urgent batch
+                self._deliver_held(state)
+        if lane:
+            state.lane_runs += 1
+            state.lane_busy = not worker_free
+        elif worker_free:
             state.busy -= 1
         # Expiries and the timer; a free worker (model_workers > 1) may start.
         self._pump(state)
@@ -739,32 +794,3 @@ class Engine:
         payload: _Payload = item.payload
         if not payload.future.done():
             payload.future.set_exception(exc)
-
-
-def _depth_reader(sched: Scheduler, urgency: int) -> Callable[[], float]:
-    return lambda: float(sched.depth(urgency))
-
-
-def _stack(batch: Batch) -> dict[str, np.ndarray] | Exception:
-    """The batch's inputs stacked into one feed (or why they cannot be)."""
-    inputs = [item.payload.inputs for item in batch.items]
-    try:
-        return inputs[0] if len(inputs) == 1 else _model.concat(inputs)
-    except Exception as exc:  # reported as the batch's failure by _run_batch
-        return exc
-
-
-def _run_batch(
-    model: Any, batch: Batch, stacked: dict[str, np.ndarray] | Exception
-) -> tuple[list[dict[str, np.ndarray]], float]:
-    """In a worker thread: run the stacked batch once, split the rows back."""
-    if isinstance(stacked, Exception):
-        raise stacked
-    inputs = [item.payload.inputs for item in batch.items]
-    started = time.perf_counter()
-    outputs = model.run(stacked)
-    infer_s = time.perf_counter() - started
-    if len(inputs) == 1:
-        return [outputs], infer_s
-    sizes = [_model.rows(x) for x in inputs]
-    return _model.split(outputs, sizes), infer_s

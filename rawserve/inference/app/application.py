@@ -77,6 +77,8 @@ class InferenceApp(RawServe):
                 priority_weights=s.priority_weights,
                 priority_mode=s.priority_mode,
                 model_workers=s.model_workers,
+                worker_nice=s.worker_nice,
+                urgent_lane=s.urgent_lane,
             ),
             self.metrics,
         )
