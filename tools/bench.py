@@ -361,6 +361,15 @@ class Launcher:
         self.rawserve_python: str = args.rawserve_python
         self.peer_bin = Path(args.peer_venv) / "bin"
         self.loop = "uvloop" if has_module(self.rawserve_python, "uvloop") else "asyncio"
+        if self.loop == "asyncio" and (self.peer_bin / "python").exists():
+            if has_module(str(self.peer_bin / "python"), "uvloop"):
+                # The peers run on uvloop: rawserve on asyncio's own loop is
+                # not its strongest form, and the ratios would say so.
+                progress_line(
+                    f"warning: {self.rawserve_python} has no uvloop but the peers run on it; "
+                    "rawserve runs on asyncio's loop (pip install 'rawserve[uvloop]', or run "
+                    "the README's command: .venv-bench/bin/python tools/bench.py)"
+                )
         self.redis_url = ""
         self.findings: list[str] = []  # tracebacks and errors in the servers' logs
         self.rawserve_src = ROOT
