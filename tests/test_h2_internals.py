@@ -22,6 +22,7 @@ import h2.exceptions
 import h2.frame_buffer
 import h2.settings
 import h2.stream
+import h2.windows
 import hpack
 import hpack.hpack
 import hpack.huffman
@@ -61,6 +62,41 @@ _function(
     ["decoder", "encoded_header_block"],
     f"{CORE}: Core._refuse_stream, Core._unended_trailers",
 )
+
+_method(
+    H2,
+    "_begin_new_stream",
+    ["self", "stream_id", "allowed_ids"],
+    f"{CORE}: Core._begin_new_stream overrides it",
+)
+_method(
+    H2,
+    "acknowledge_received_data",
+    ["self", "acknowledged_size", "stream_id"],
+    f"{CORE}: Core.acknowledge_received_data overrides it",
+)
+_method(
+    h2.windows.WindowManager,
+    "process_bytes",
+    ["self", "size"],
+    f"{CORE}: Core.acknowledge_received_data",
+)
+_method(
+    h2.stream.H2Stream,
+    "__init__",
+    ["self", "stream_id", "config", "inbound_window_size", "outbound_window_size"],
+    f"{CORE}: Core._begin_new_stream",
+)
+ATTRIBUTES += [
+    (
+        "h2.stream.STREAM_OPEN (stream state -> counts as open)",
+        lambda: _assert(
+            h2.stream.STREAM_OPEN[h2.stream.StreamState.OPEN]
+            and not h2.stream.STREAM_OPEN[h2.stream.StreamState.CLOSED]
+        ),
+        f"{CORE}: Core.acknowledge_received_data",
+    ),
+]
 
 FB = h2.frame_buffer.FrameBuffer
 FRAMING = "protocols/http2/framing.py"
@@ -480,6 +516,21 @@ def _cases() -> dict[str, list[tuple[str, int, tuple[str, ...], dict[str, Any]]]
         "even-stream-id": [headers(4, [], "END_STREAM")],
         "data-after-end": [headers(3, [], "END_STREAM"), data(3, b"late", "END_STREAM")],
         "data-beyond-window": [headers(3, [])] + [data(3, b"x" * 16384) for _ in range(5)],
+        "large-body-still-open": [headers(3, [])] + [data(3, b"x" * 16384) for _ in range(3)],
+        "empty-data-frames": [
+            headers(3, []),
+            data(3, b""),
+            data(3, b"x"),
+            data(3, b"", "END_STREAM"),
+        ],
+        "headers-on-an-open-stream": [headers(3, []), headers(3, [])],
+        "trailers-end-the-request": [
+            headers(3, []),
+            data(3, b"body"),
+            ("HEADERS", 3, ("END_HEADERS", "END_STREAM"), {"fields": [(b"x-t", b"1")]}),
+        ],
+        "data-on-an-idle-stream": [data(7, b"early", "END_STREAM")],
+        "headers-reusing-a-closed-id": [headers(3, [], "END_STREAM"), headers(3, [], "END_STREAM")],
         "two-requests-interleaved": [
             headers(3, []),
             headers(5, []),
@@ -489,8 +540,8 @@ def _cases() -> dict[str, list[tuple[str, int, tuple[str, ...], dict[str, Any]]]
     }
 
 
-@pytest.mark.parametrize("case", list(_cases()))
-def test_request_fast_path_matches_h2(case: str) -> None:
+def _opened(case: str) -> tuple[Any, Any, list[tuple[str, int, bytes]]]:
+    """A fast and a slow Core past their first request, and the case's frames."""
     from hyperframe.frame import DataFrame, HeadersFrame
 
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -502,12 +553,62 @@ def test_request_fast_path_matches_h2(case: str) -> None:
     warm = _frame(HeadersFrame, 1, ("END_HEADERS", "END_STREAM"), data=encoder.encode(_REQUEST))
     fast, slow = _core(True), _core(False)
     assert _feed(fast, preface + warm) == _feed(slow, preface + warm)
+    frames = []
     for kind, sid, flags, fields in _cases()[case]:
         if kind == "HEADERS":
             raw = _frame(HeadersFrame, sid, flags, data=encoder.encode(fields["fields"]))
         else:
             raw = _frame(DataFrame, sid, flags, **fields)
+        frames.append((kind, sid, raw))
+    return fast, slow, frames
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+def test_request_fast_path_matches_h2(case: str) -> None:
+    fast, slow, frames = _opened(case)
+    for kind, sid, raw in frames:
         assert _feed(fast, raw) == _feed(slow, raw), f"{case}: {kind} on stream {sid}"
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+def test_request_fast_path_matches_h2_in_one_read(case: str) -> None:
+    # Every frame of the case in one read: Core takes them from one buffer,
+    # the lean ones and the others in turn.
+    fast, slow, frames = _opened(case)
+    raw = b"".join(f[2] for f in frames)
+    assert _feed(fast, raw) == _feed(slow, raw), case
+
+
+@pytest.mark.parametrize(
+    ("case", "size", "sid"),
+    [
+        ("body-in-two-frames", 5, 3),  # the request ended: only the connection's window
+        ("two-requests-interleaved", 4, 5),
+        ("large-body-still-open", 40000, 3),  # an open stream: a WINDOW_UPDATE on it
+        ("large-body-still-open", 100, 3),  # too little for an update
+        ("large-body-still-open", 0, 3),
+        ("large-body-still-open", -1, 3),  # ValueError, as h2 raises it
+        ("large-body-still-open", 10, 9),  # a stream never opened: h2's NoSuchStreamError
+        ("data-beyond-window", 40000, 3),  # after the connection error
+        ("get-ended-by-headers", 10, 3),  # a stream closed and still known
+    ],
+)
+def test_acknowledging_data_matches_h2(case: str, size: int, sid: int) -> None:
+    """Core.acknowledge_received_data (its own arithmetic for a known stream)
+    gives the window updates h2's gives, and the same errors."""
+    fast, slow, frames = _opened(case)
+    for _, _, raw in frames:
+        _feed(fast, raw)
+        _feed(slow, raw)
+    outcomes = []
+    for core in (fast, slow):
+        try:
+            core.acknowledge_received_data(size, sid)
+            outcome: Any = None
+        except (ValueError, h2.exceptions.ProtocolError) as exc:
+            outcome = type(exc)
+        outcomes.append((outcome, core.data_to_send(), _snapshot(core)))
+    assert outcomes[0] == outcomes[1]
 
 
 def _block(*fields: bytes) -> bytes:

@@ -17,9 +17,10 @@ import h2.events
 import h2.exceptions
 from h2.connection import AllowedStreamIDs, ConnectionState
 from h2.errors import ErrorCodes
-from h2.stream import StreamClosedBy, StreamState
+from h2.stream import STREAM_OPEN, StreamClosedBy, StreamState
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hpack.table import HeaderTable
+from hyperframe.exceptions import InvalidPaddingError
 from hyperframe.frame import (
     DataFrame,
     ExtensionFrame,
@@ -34,7 +35,12 @@ from hyperframe.frame import (
 )
 
 from rawserve.core.config import Limits
-from rawserve.protocols.http2.framing import PRIORITY_UPDATE, FrameBuffer, check_priority_update
+from rawserve.protocols.http2.framing import (
+    PRIORITY_UPDATE,
+    FrameBuffer,
+    check_priority_update,
+    lean_frame,
+)
 from rawserve.protocols.http2.hpack_codec import FastDecoder, FastEncoder
 from rawserve.protocols.semantics import RateLimit
 
@@ -50,7 +56,8 @@ HARD_HEADER_FACTOR = 2
 # A frame's 9-byte head (RFC 9113 section 4.1): length (24 bits, as a byte and
 # a short), type, flags, stream id.
 _FRAME_HEAD = struct.Struct(">BHBBL")
-_DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
+_DATA, _HEADERS, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x8, 0x9
+_INCREMENT = struct.Struct(">L")
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 
 
@@ -95,6 +102,16 @@ class _CompressionError(h2.exceptions.ProtocolError):
     error_code = ErrorCodes.COMPRESSION_ERROR
 
 
+def _block_error(exc: h2.exceptions.ProtocolError) -> h2.exceptions.ProtocolError:
+    """The error to raise for a failed header block: RFC 9113 section 4.3 makes
+    a field block decoding error a COMPRESSION_ERROR; h2 says PROTOCOL_ERROR."""
+    if isinstance(
+        exc.__cause__, (HPACKError, IndexError, TypeError, UnicodeDecodeError)
+    ) and not isinstance(exc.__cause__, OversizedHeaderListError):
+        return _CompressionError(str(exc))
+    return exc
+
+
 def _stream_reset(stream_id: int, error_code: int) -> h2.events.StreamReset:
     event = h2.events.StreamReset(stream_id=stream_id, error_code=error_code)
     event.remote_reset = False
@@ -111,7 +128,7 @@ class Core(h2.connection.H2Connection):
     def __init__(self, config: h2.config.H2Configuration, limits: Limits) -> None:
         super().__init__(config=config)
         hard_cap = HARD_HEADER_FACTOR * limits.max_header_bytes + 4096
-        self.incoming_buffer = FrameBuffer(hard_cap)
+        self.incoming_buffer = self._frames = FrameBuffer(hard_cap)
         self.decoder = FastDecoder()
         self.decoder.header_table = self._table = _CountingTable()
         self._blocks: dict[bytes, tuple[int, list[tuple[bytes, bytes]]]] = {}
@@ -231,13 +248,92 @@ class Core(h2.connection.H2Connection):
             self.outbound_flow_control_window -= n
 
     def receive_data(self, data: Buffer) -> list[h2.events.Event]:
+        """h2's ``receive_data``, taking a new request's HEADERS and its DATA
+        straight from the frame buffer's lean tuples (``_receive_lean``)."""
+        events: list[h2.events.Event] = []
+        buffer = self._frames
         try:
-            return super().receive_data(data)
+            buffer.add_data(data)
         except h2.exceptions.ProtocolError as exc:
-            # A bad preface fails before h2 writes its GOAWAY.
+            # A bad preface fails before any frame, where h2 writes no GOAWAY.
             if self.state_machine.state != ConnectionState.CLOSED:
                 self._terminate_connection(exc.error_code)
             raise
+        buffer.max_frame_size = self.max_inbound_frame_size
+        try:
+            while (item := buffer.next_item()) is not None:
+                if isinstance(item, Frame):
+                    events += self._receive_frame(item)
+                    continue
+                got = self._receive_lean(*item)
+                if got is None:
+                    got = self._receive_frame(lean_frame(*item))
+                events += got
+        except InvalidPaddingError as exc:
+            self._terminate_connection(ErrorCodes.PROTOCOL_ERROR)
+            msg = "Received frame with invalid padding."
+            raise h2.exceptions.ProtocolError(msg) from exc
+        except h2.exceptions.ProtocolError as exc:
+            self._terminate_connection(exc.error_code)
+            raise
+        return events
+
+    def _receive_lean(
+        self, kind: int, flags: int, sid: int, payload: bytes
+    ) -> list[h2.events.Event] | None:
+        """The two frames of a common request, from the frame buffer's tuple:
+        a HEADERS opening a new stream, and DATA on a stream whose request is
+        open. They take the same path as through ``_receive_frame`` (same
+        checks, order, state and events) without a frame object, its flag
+        set and the dispatch. None: anything else, for ``_receive_frame``."""
+        if self.state_machine.state is not ConnectionState.SERVER_OPEN or not self.fast_paths:
+            return None
+        end = bool(flags & _END_STREAM)
+        if kind == _DATA:
+            stream = self.streams.get(sid)
+            if stream is None or stream.state_machine.state is not StreamState.OPEN:
+                return None
+            if not payload and not end:
+                self._count_control("empty DATA")
+            try:
+                return self._receive_request_data(sid, payload, len(payload), end, stream)
+            except h2.exceptions.InvalidBodyLengthError:
+                return self._body_length_mismatch(sid, len(payload))
+        # HEADERS (whole block, no padding, no priority) on a new stream,
+        # below the limits: what _receive_headers_frame sends to the fast path.
+        if (
+            sid in self.streams
+            or sid <= self.highest_inbound_stream_id
+            or not sid & 1
+            or self.refuse_new
+            or len(self.streams) >= self.max_streams
+        ):
+            return None
+        try:
+            return self._receive_request_headers(sid, payload, end)
+        except h2.exceptions.DenialOfServiceError:
+            raise
+        except h2.exceptions.ProtocolError as exc:
+            raise _block_error(exc) from exc.__cause__
+
+    def acknowledge_received_data(self, acknowledged_size: int, stream_id: int) -> None:
+        """h2's, for a stream it knows: the same window arithmetic and the
+        same WINDOW_UPDATE bytes, without its four calls and trace lines per
+        acknowledgement (one per request body)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or acknowledged_size < 0 or not self.fast_paths:
+            super().acknowledge_received_data(acknowledged_size, stream_id)
+            return
+        out = self._data_to_send
+        increment = self._inbound_flow_control_window_manager.process_bytes(acknowledged_size)
+        if increment:
+            out += _FRAME_HEAD.pack(0, 4, _WINDOW_UPDATE, 0, 0)
+            out += _INCREMENT.pack(increment)
+        if STREAM_OPEN[stream.state_machine.state]:
+            increment = stream._inbound_window_manager.process_bytes(acknowledged_size)
+            if increment:
+                out += _FRAME_HEAD.pack(0, 4, _WINDOW_UPDATE, 0, stream_id)
+                out += _INCREMENT.pack(increment)
 
     def _count_control(self, what: str) -> None:
         if self.control.exceeded(self.now):
@@ -260,10 +356,12 @@ class Core(h2.connection.H2Connection):
                 and self.state_machine.state is ConnectionState.SERVER_OPEN
                 and self.fast_paths
             ):
+                end = "END_STREAM" in frame.flags
+                n = frame.flow_controlled_length
                 try:
-                    return self._receive_request_data(frame, stream)
+                    return self._receive_request_data(frame.stream_id, frame.data, n, end, stream)
                 except h2.exceptions.InvalidBodyLengthError:
-                    return self._body_length_mismatch(frame)
+                    return self._body_length_mismatch(frame.stream_id, n)
         elif kind is HeadersFrame:
             assert isinstance(frame, HeadersFrame)
             if "PRIORITY" in frame.flags and frame.depends_on == frame.stream_id:
@@ -297,16 +395,15 @@ class Core(h2.connection.H2Connection):
             return self._dispatch_frame(frame)
         except h2.exceptions.InvalidBodyLengthError:
             assert isinstance(frame, DataFrame)
-            return self._body_length_mismatch(frame)
+            return self._body_length_mismatch(frame.stream_id, frame.flow_controlled_length)
 
-    def _body_length_mismatch(self, frame: DataFrame) -> list[h2.events.Event]:
+    def _body_length_mismatch(self, sid: int, n: int) -> list[h2.events.Event]:
         # RFC 9113 section 8.1.1: content-length mismatch is malformed, a
         # stream error. h2 raises it after counting the DATA against both
         # windows and before ending the stream.
-        sid = frame.stream_id
         self._count_reset()
         self.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
-        self.acknowledge_received_data(frame.flow_controlled_length, sid)
+        self.acknowledge_received_data(n, sid)
         return [_stream_reset(sid, ErrorCodes.PROTOCOL_ERROR)]
 
     def _dispatch_frame(self, frame: Frame) -> list[h2.events.Event]:
@@ -423,35 +520,28 @@ class Core(h2.connection.H2Connection):
                 and self.state_machine.state is ConnectionState.SERVER_OPEN
                 and self.fast_paths
             ):
-                return [], self._receive_request_headers(frame)
+                end = "END_STREAM" in frame.flags
+                return [], self._receive_request_headers(sid, frame.data, end)
             return super()._receive_headers_frame(frame)
         except h2.exceptions.DenialOfServiceError:
             raise
         except h2.exceptions.ProtocolError as exc:
-            if isinstance(exc.__cause__, (HPACKError, IndexError, TypeError, UnicodeDecodeError)):
-                if isinstance(exc.__cause__, OversizedHeaderListError):
-                    raise
-                # RFC 9113 section 4.3: a field block decoding error is a
-                # COMPRESSION_ERROR; h2 says PROTOCOL_ERROR.
-                raise _CompressionError(str(exc)) from exc
-            raise
+            raise _block_error(exc) from exc.__cause__
 
-    def _receive_request_headers(self, frame: HeadersFrame) -> list[h2.events.Event]:
+    def _receive_request_headers(self, sid: int, block: bytes, end: bool) -> list[h2.events.Event]:
         """h2's ``_receive_headers_frame`` for a request opening a new stream,
         without its state-machine lookups and generator passes (validation
         and normalization are off: the adapter does them). The same checks in
         the same order, the same state after, the same events."""
-        sid = frame.stream_id
         limit = self.local_settings.max_concurrent_streams
         open_now = self.open_inbound_streams
         if open_now + 1 > limit:
             raise h2.exceptions.TooManyStreamsError(
                 f"Max inbound streams is {limit}, {open_now} open"
             )
-        headers = self._decode_request_block(frame.data)
+        headers = self._decode_request_block(block)
         # Checks the id (StreamIDTooLowError, odd) and makes the stream.
         stream = self._begin_new_stream(sid, AllowedStreamIDs.ODD)
-        end = "END_STREAM" in frame.flags
         for name, value in headers:
             if name[:1] != b":":
                 break
@@ -477,6 +567,30 @@ class Core(h2.connection.H2Connection):
         event.headers = headers
         return events
 
+    def _begin_new_stream(
+        self, stream_id: int, allowed_ids: AllowedStreamIDs
+    ) -> h2.stream.H2Stream:
+        """h2's, for a stream the client opens with a new, higher id (every
+        request): the same stream, without three trace lines and the walk
+        over the open streams one of them formats."""
+        if (
+            allowed_ids is not AllowedStreamIDs.ODD
+            or not stream_id & 1
+            or stream_id <= self.highest_inbound_stream_id
+            or not self.fast_paths
+        ):
+            return super()._begin_new_stream(stream_id, allowed_ids)
+        stream = h2.stream.H2Stream(
+            stream_id,
+            config=self.config,
+            inbound_window_size=self.local_settings.initial_window_size,
+            outbound_window_size=self.remote_settings.initial_window_size,
+        )
+        stream.max_outbound_frame_size = self.max_outbound_frame_size
+        self.streams[stream_id] = stream
+        self.highest_inbound_stream_id = stream_id
+        return stream
+
     def _decode_request_block(self, block: bytes) -> list[tuple[bytes, bytes]]:
         """``_decode_headers``, remembering the blocks whose decoding left the
         dynamic table as it was. A repeated request is usually one such block
@@ -500,17 +614,14 @@ class Core(h2.connection.H2Connection):
         return headers
 
     def _receive_request_data(
-        self, frame: DataFrame, stream: h2.stream.H2Stream
+        self, sid: int, data: bytes, n: int, end: bool, stream: h2.stream.H2Stream
     ) -> list[h2.events.Event]:
         """h2's ``_receive_data_frame`` on a stream in the OPEN state: the same
-        window accounting and content-length tracking, in h2's order."""
-        n = frame.flow_controlled_length
+        window accounting and content-length tracking, in h2's order. ``n``
+        is the frame's flow-controlled length (padding included)."""
         self._inbound_flow_control_window_manager.window_consumed(n)
-        sid = frame.stream_id
         event = h2.events.DataReceived(stream_id=sid)
         stream._inbound_window_manager.window_consumed(n)
-        data = frame.data
-        end = "END_STREAM" in frame.flags
         stream._track_content_length(len(data), end)
         event.data = data
         event.flow_controlled_length = n

@@ -50,11 +50,14 @@ def _flags(cls: type[Frame], byte: int) -> Flags:
     return flags
 
 
-def _lean_frame(data: bytearray, length: int, kind: int, byte: int, sid: int) -> Frame:
-    """A DATA, or a HEADERS carrying a whole block, without padding or priority:
-    the object hyperframe's ``parse_frame_header`` and ``parse_body`` would
-    make, its attributes set directly (a third of the cost of a request's
-    frames on h2c went to making them)."""
+# (kind, flags byte, stream id, payload): see FrameBuffer.next_item.
+LeanFrame = tuple[int, int, int, bytes]
+
+
+def lean_frame(kind: int, byte: int, sid: int, payload: bytes) -> Frame:
+    """A lean frame as the object hyperframe's ``parse_frame_header`` and
+    ``parse_body`` would make, its attributes set directly (for the frames
+    Core does not take from the tuple itself)."""
     frame: DataFrame | HeadersFrame
     if kind == 0x0:
         frame = DataFrame.__new__(DataFrame)
@@ -65,10 +68,9 @@ def _lean_frame(data: bytearray, length: int, kind: int, byte: int, sid: int) ->
         frame.exclusive = False
     frame.stream_id = sid
     frame.flags = _flags(type(frame), byte)
-    frame.body_len = length
+    frame.body_len = len(payload)
     frame.pad_length = 0
-    frame.data = bytes(data[9 : 9 + length])
-    del data[: 9 + length]
+    frame.data = payload
     return frame
 
 
@@ -84,6 +86,18 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
         self._preface_settings = False
 
     def __next__(self) -> Frame:
+        item = self.next_item()
+        if item is None:
+            raise StopIteration
+        if isinstance(item, Frame):
+            return item
+        return lean_frame(*item)
+
+    def next_item(self) -> Frame | LeanFrame | None:
+        """The next whole frame, or None until more bytes come. A DATA, or a
+        HEADERS carrying a whole block, without padding or priority comes as
+        a ``LeanFrame`` tuple (kind, flags byte, stream id, payload): Core
+        handles the common request frames from it without a frame object."""
         data = self._data
         if len(data) >= 9:
             length = (data[0] << 16) | (data[1] << 8) | data[2]
@@ -109,7 +123,9 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
             ):
                 sid = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
                 if sid:
-                    return _lean_frame(data, length, kind, flags, sid)
+                    payload = bytes(data[9 : 9 + length])
+                    del data[: 9 + length]
+                    return (kind, flags, sid, payload)
             if kind == 0x8 and length == 4 and len(data) >= 13 and not self._headers_buffer:
                 sid = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
                 if sid and not int.from_bytes(data[9:13], "big") & 0x7FFFFFFF:
@@ -117,7 +133,10 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
                     # section 6.9); hyperframe refuses to parse it at all.
                     del data[:13]
                     return WindowUpdateFrame(sid, window_increment=0)
-        return super().__next__()
+        try:
+            return super().__next__()
+        except StopIteration:
+            return None
 
     def _update_header_buffer(self, f: Frame | None) -> Frame | None:
         if isinstance(f, (HeadersFrame, ContinuationFrame)) and (
