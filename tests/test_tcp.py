@@ -180,7 +180,11 @@ def test_a_long_first_line_that_is_not_a_request_is_closed_unanswered(
 
 # -- request bodies that stop arriving (issue 15, finding 1) ------------------------
 
-BODY_TIMEOUT_S = 1.0
+# Short, because several tests wait it out (some three times over); every
+# wait below is a fraction or a multiple of it, so the margins scale with it.
+BODY_TIMEOUT_S = 0.5
+# The handler of /sleep waits three body timeouts before it reads.
+SLEEP_PATH = f"/sleep?seconds={3 * BODY_TIMEOUT_S:g}"
 bapp = make_app()
 
 
@@ -330,8 +334,8 @@ def test_http11_body_held_back_by_a_slow_handler_is_not_timed_out(bsrv: RunningS
     size = 1_000_000
     s = socket.create_connection(("127.0.0.1", bsrv.http_port), timeout=10)
     s.sendall(
-        b"POST /sleep?seconds=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        b"Content-Length: %d\r\n\r\n" % size
+        b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % (SLEEP_PATH.encode(), size)
     )
     s.sendall(b"b" * size)  # blocks while the server is not reading: that is the point
     out = read_all(s)
@@ -345,7 +349,7 @@ def test_http2_body_held_back_by_a_slow_handler_is_not_timed_out(bsrv: RunningSe
     cannot send, so no RST_STREAM; once the handler reads, the body flows."""
     size = 400_000  # more than the stream window (256 KiB)
     s, c = _h2(bsrv.http_port)
-    head = [(":method", "POST"), (":path", "/sleep?seconds=3"), (":scheme", "http")]
+    head = [(":method", "POST"), (":path", SLEEP_PATH), (":scheme", "http")]
     c.send_headers(1, [*head, (":authority", "x"), ("content-length", str(size))])
     sent = 0
     seen: list[Any] = []
@@ -376,8 +380,8 @@ def test_http11_expect_100_continue_waits_for_the_handler_not_the_timeout(
     handler reads (after three body timeouts): that wait is the server's."""
     s = socket.create_connection(("127.0.0.1", bsrv.http_port), timeout=10)
     s.sendall(
-        b"POST /sleep?seconds=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-        b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\n" % SLEEP_PATH.encode()
     )
     assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
     time.sleep(BODY_TIMEOUT_S / 2)  # a client takes a moment to start sending
@@ -392,7 +396,7 @@ def test_http2_expect_100_continue_waits_for_the_handler_not_the_timeout(
     bsrv: RunningServer,
 ) -> None:
     s, c = _h2(bsrv.http_port)
-    head = [(":method", "POST"), (":path", "/sleep?seconds=3"), (":scheme", "http")]
+    head = [(":method", "POST"), (":path", SLEEP_PATH), (":scheme", "http")]
     c.send_headers(1, [*head, (":authority", "x"), ("expect", "100-continue")])
     s.sendall(c.data_to_send())
     seen = _until(
