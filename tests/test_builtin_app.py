@@ -534,20 +534,27 @@ def test_full_queue_gets_503_with_retry_after_and_expired_deadline_504() -> None
 
 
 def test_readyz_is_503_until_warm_up_ends() -> None:
-    class SlowWarmup(Model):
+    # Warm-up is held until the test has seen the 503s, then let go: no race
+    # with a sleep, and no waiting out one (it runs more than once).
+    release = threading.Event()
+
+    class HeldWarmup(Model):
         def warmup(self, *args: Any, **kwargs: Any) -> list[int]:
-            time.sleep(0.8)
+            release.wait(30)  # bounded: a test that never lets go fails in wait_ready
             return super().warmup(*args, **kwargs)
 
     app = create_app(
-        InferenceSettings(cache_enabled=False), models={"digits": SlowWarmup(load_bundled())}
+        InferenceSettings(cache_enabled=False), models={"digits": HeldWarmup(load_bundled())}
     )
     with run_server(app, tls=False) as srv:
-        assert httpx.get(f"{srv.http_url}/healthz").status_code == 200
-        assert httpx.get(f"{srv.http_url}/readyz").status_code == 503
-        assert httpx.get(f"{srv.http_url}/v2/health/ready").status_code == 503
-        r = httpx.post(f"{srv.http_url}/predict", json={"inputs": ROWS[0]})
-        assert r.status_code == 503
+        try:
+            assert httpx.get(f"{srv.http_url}/healthz").status_code == 200
+            assert httpx.get(f"{srv.http_url}/readyz").status_code == 503
+            assert httpx.get(f"{srv.http_url}/v2/health/ready").status_code == 503
+            r = httpx.post(f"{srv.http_url}/predict", json={"inputs": ROWS[0]})
+            assert r.status_code == 503
+        finally:
+            release.set()
         wait_ready(srv)
         assert httpx.post(f"{srv.http_url}/predict", json={"inputs": ROWS[0]}).status_code == 200
 
