@@ -87,6 +87,14 @@ class BodyStream:
                 self._on_consume(n)
         self._wake()
 
+    def detach(self) -> None:
+        """The driver is done with the stream: drop its callbacks. They are the
+        driver's own methods, and the driver holds this stream, so without
+        this the two (and the task and coroutine around them) would form a
+        reference cycle, left to the cyclic collector with every request."""
+        self._on_consume = None
+        self._on_first_read = None
+
     @property
     def complete(self) -> bool:
         """The whole body has arrived (whether or not it was read)."""

@@ -257,6 +257,13 @@ class StreamConnection:
             # one is needed anyway to close a connection that should close.
             self._schedule_flush()
             self._stream_finished(driver)
+            # The driver holds its task, whose coroutine holds the driver, and
+            # its body, whose callbacks are the driver's methods: left so, the
+            # ten or so objects of every request were freed only by the cyclic
+            # collector, whose young collections then came about every 100
+            # requests and found all of them (about 10 us per h2c request).
+            driver.task = None
+            driver.body.detach()
 
     def _stream_finished(self, driver: StreamDriver) -> None:
         """A driver's task ended (answered, failed or reset)."""
