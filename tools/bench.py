@@ -1161,7 +1161,7 @@ class Bench:
                 wanted.append((flavor, columns))
         # Requests per run from the warm-up rate, as for h2load; the floor
         # keeps a p99 from resting on a handful of requests.
-        warm, floor = (50, 100) if self.args.quick else (300, 1000)
+        warm, floor = (16, 100) if self.args.quick else (300, 1000)
         cells = self.compare(
             "h3", MODELS["digits"], wanted, Shape(16, 1, 16), warm_requests=warm, floor=floor
         )
@@ -1197,7 +1197,7 @@ class Bench:
             # streams, to workers: one connection would reach one worker, and
             # 4 would split 3-1 or 4-0 on two workers 5 times in 8.
             shape = Shape(16, 16, 4)
-            warm, floor = (100, 200) if self.args.quick else (1000, 2000)
+            warm, floor = (50, 100) if self.args.quick else (1000, 2000)
             cells = []
             if wanted:
                 cells = self.compare(
@@ -1243,7 +1243,8 @@ class Bench:
                 wanted.append((flavor, columns))
         curve = self.curve(model.letter)
         shape = Shape(64, 4, 16)
-        warm, floor = (32, 64) if self.args.quick else (300, 1000)
+        # 64 clients: h2load refuses fewer requests than clients.
+        warm, floor = (64, 64) if self.args.quick else (300, 1000)
         cells = self.compare(scenario, model, wanted, shape, warm_requests=warm, floor=floor)
         result = summarize(cells, ["h1", "h2c"])
         result["in_process"] = {str(k): v for k, v in curve.items()}
@@ -1332,7 +1333,7 @@ class Bench:
         # whole probe run. h2load -D does not count the requests in flight
         # when its duration ends (the client drops them; the server refused
         # nothing).
-        lead_ms = 250 if self.args.quick else 1000
+        lead_ms = 100 if self.args.quick else 1000
         cmd = h2load_cmd(
             url, "h1", shape, body, cpu, load_log, duration_ms=probe_ms + 2 * lead_ms,
             headers=["priority: u=7"],
@@ -2371,9 +2372,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.rounds = 1
         args.footprint_requests = min(args.footprint_requests, 600)
-        args.push_reps = min(args.push_reps, 2)
-        args.curve_time = min(args.curve_time, 0.03)
-        args.probe_seconds = 0.5
+        args.push_reps = min(args.push_reps, 1)
+        args.curve_time = min(args.curve_time, 0.01)
+        args.probe_seconds = 0.25
     else:
         args.doc = args.doc or DOC
         args.img_dir = args.img_dir or IMG
