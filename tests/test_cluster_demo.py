@@ -21,7 +21,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,31 +54,64 @@ def cannot_run(output: str) -> None:
     pytest.skip(f"cluster demo not run here: {output.strip().splitlines()[-1]}")
 
 
+class Demo:
+    """One run of the tool, started now and waited for later: the runs below
+    that do not depend on each other go at the same time (each builds its own
+    namespaces, bridge, subnet and ports, named or picked by its pid)."""
+
+    def __init__(self, *args: str) -> None:
+        # Files, not pipes: a run waited for second must not block on a full pipe.
+        self.out = tempfile.TemporaryFile("w+")
+        self.err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(TOOL), *args],
+            cwd=ROOT,
+            stdout=self.out,
+            stderr=self.err,
+            text=True,
+        )
+
+    def result(self, timeout_s: float = 400) -> tuple[int, dict[str, Any], str, int]:
+        try:
+            self.proc.wait(timeout=timeout_s)  # a hang fails here
+        finally:
+            self.stop()
+        self.out.seek(0)
+        self.err.seek(0)
+        out, err = self.out.read(), self.err.read()
+        if self.proc.returncode == 2:
+            cannot_run(err)
+        return self.proc.returncode, json.loads(out), err, self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # the tool's own cleanup
+            self.proc.wait(timeout=60)
+
+
 def run_demo(*args: str, timeout_s: float = 400) -> tuple[int, dict[str, Any], str, int]:
-    proc = subprocess.Popen(
-        [sys.executable, str(TOOL), *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout_s)  # a hang fails here
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # the tool's own cleanup
-            proc.communicate(timeout=60)
-    if proc.returncode == 2:
-        cannot_run(err)
-    return proc.returncode, json.loads(out), err, proc.pid
+    return Demo(*args).result(timeout_s)
 
 
 @pytest.fixture(scope="module")
-def demo() -> tuple[int, dict[str, Any], str, int]:
-    return run_demo(
+def demos() -> Iterator[dict[str, Demo]]:
+    """The module's two long runs, started together: on two cores they take
+    little more than one of them."""
+    h2c_args = [
         "--replicas", "2", "--seconds", "8", "--requests", str(REQUESTS),
         "--concurrency", "16", "--victim", "0",
-    )  # fmt: skip
+    ]  # fmt: skip
+    started = {"h2c": Demo(*h2c_args), "tls": Demo("--quick", "--backend-tls")}
+    try:
+        yield started
+    finally:
+        for demo in started.values():
+            demo.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(demos: dict[str, Demo]) -> tuple[int, dict[str, Any], str, int]:
+    return demos["h2c"].result()
 
 
 def test_one_input_sent_to_both_replicas_runs_the_model_once(demo: Any) -> None:
@@ -144,10 +179,10 @@ def test_nothing_is_left_after_a_run(demo: Any) -> None:
     assert leftovers(pid) == []
 
 
-def test_h2_over_tls_to_the_replicas_works_too() -> None:
+def test_h2_over_tls_to_the_replicas_works_too(demos: dict[str, Demo]) -> None:
     # alpn h2 on ssl server lines (not proto h2, with which HAProxy 2.6's
     # health checks time out against rawserve): traffic and checks as HTTP/2.
-    status, report, err, pid = run_demo("--quick", "--backend-tls")
+    status, report, err, pid = demos["tls"].result()
     assert status == 0 and report["ok"], (report.get("checks"), err)
     seen = report["replica_requests_by_protocol"]
     assert set(seen["/predict"]) == {"HTTP/2"} and seen["/readyz"]["HTTP/2"] > 0, seen
