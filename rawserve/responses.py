@@ -79,6 +79,19 @@ class Response:
         self._raw = self._init_headers(headers)
         self._headers: MutableHeaders | None = None
 
+    @classmethod
+    def from_raw(cls, body: bytes, status_code: int, raw: RawHeaders) -> Response:
+        """A response whose fields are ready to send: lowercase names, bytes,
+        content-length and content-type included. For the server's own
+        answers on hot paths; applications use the constructor."""
+        response = cls.__new__(cls)
+        response.status_code = status_code
+        response.background = None
+        response.body = body
+        response._raw = raw
+        response._headers = None
+        return response
+
     def render(self, content: Any) -> bytes:
         if content is None:
             return b""

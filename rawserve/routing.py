@@ -325,11 +325,21 @@ class APIRoute:
     async def handle(self, request: Any, overrides: dict[Any, Any] | None = None) -> Response:
         """Bind, call, serialize. Raises HTTPException, RequestValidationError
         and whatever the handler raises; the app turns them into responses."""
-        if self._trivial and not self.dependant.request_name:
-            if self.is_stream:
-                return self._stream(self.endpoint(), None)
-            raw = await self.endpoint() if self.is_coroutine else await run_sync(self.endpoint, {})
-            return self._serialize(raw, None)
+        if self._trivial:
+            name = self.dependant.request_name
+            if not name:
+                if self.is_stream:
+                    return self._stream(self.endpoint(), None)
+                raw = (
+                    await self.endpoint()
+                    if self.is_coroutine
+                    else await run_sync(self.endpoint, {})
+                )
+                return self._serialize(raw, None)
+            if self.is_coroutine and not self.is_stream:
+                # ``async def f(request: Request)``: nothing to solve, so no
+                # context to keep (no dependencies, background or sub-response).
+                return self._serialize(await self.endpoint(**{name: request}), None)
         ctx = SolveContext(request, overrides, self.embed)
         ctx.path_names = self.param_names
         try:

@@ -96,6 +96,23 @@ def test_headers_view_writes_through_to_raw_headers() -> None:
     assert r.status_code == 201
 
 
+def test_a_response_from_ready_fields_is_a_whole_response() -> None:
+    # Response.from_raw (the server's /predict answer) skips the constructor:
+    # what the constructor would have set must still be there.
+    raw = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+    r = Response.from_raw(b"{}", 200, raw)
+    assert r.raw_headers() is raw and r.body == b"{}" and r.status_code == 200
+    assert r.background is None and not r.is_streaming
+    assert r.headers["Content-Type"] == "application/json"
+    r.headers["x-model"] = "digits"
+    assert (b"x-model", b"digits") in r.raw_headers()
+    assert asyncio.run(_chunks(r)) == [b"{}"]
+
+
+async def _chunks(response: Response) -> list[bytes]:
+    return [chunk async for chunk in response.body_chunks()]
+
+
 def test_render_rejects_other_types_clearly() -> None:
     with pytest.raises(TypeError, match="JSONResponse"):
         Response({"a": 1})

@@ -85,6 +85,20 @@ class Answer:
     cache_status: str  # RFC 9211 Cache-Status
     server_timing: str
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """``headers()`` as the (name, value) bytes a Response sends, with its
+        content-length, for an answer without fields of its own."""
+        assert not self.value.headers
+        out = [
+            (b"content-type", self.value.content_type.encode("latin-1")),
+            (b"cache-status", self.cache_status.encode("latin-1")),
+            (b"server-timing", self.server_timing.encode("latin-1")),
+        ]
+        if self.key:
+            out.append((b"content-location", result_path(self.key).encode("latin-1")))
+        out.append((b"content-length", b"%d" % len(self.value.body)))
+        return out
+
     def headers(self) -> dict[str, str]:
         out = {"content-type": self.value.content_type}
         if self.value.headers:
@@ -212,8 +226,9 @@ async def answer(
         outputs=outputs,
     )
     if personalize is None and not got.value.headers:
-        # The merge below would only write the content type over itself.
-        return Response(got.value.body, 200, got.headers())
+        # The merge below would only write the content type over itself; the
+        # fields are known to be lowercase latin-1, so they go in as bytes.
+        return Response.from_raw(got.value.body, 200, got.raw_headers())
     value = got.value if personalize is None else personalize(got.value)
     return Response(
         value.body,
