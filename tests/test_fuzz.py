@@ -230,6 +230,45 @@ def test_predict_json_rows_parse_or_refuse(payload: Any) -> None:
         assert np.abs(array).max() > np.finfo(np.float32).max
 
 
+_FP32_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _FP32_MAX,
+        -_FP32_MAX,
+        _FP32_MAX + 2.0**102,  # above the largest float32, still rounds to it
+        float(np.nextafter(_FP32_MAX + 2.0**103, 0)),
+        _FP32_MAX + 2.0**103,  # the first that rounds to infinity
+        -(_FP32_MAX + 2.0**103),
+        1e300,
+        2**24 + 1,  # integers FP32 cannot hold exactly
+        2**60 + 12345,
+        10**38 * 3,
+        10**39,
+        1.5e-45,  # subnormal in FP32
+        0.1,
+    ],
+)
+def test_predict_json_rows_at_the_fp32_edges(value: float | int) -> None:
+    # The FP32 path takes what np.array(..., dtype=float32) would take without
+    # overflowing, and makes the same numbers; past it, float64 goes on.
+    for payload in ({"inputs": [1, value, 2]}, {"inputs": [[1, 2, 3], [4, value, 6]]}):
+        body = json.dumps(payload).encode()
+        wide = _json_rows(body, MAX_ELEMENTS)
+        narrow = _json_rows(body, MAX_ELEMENTS, np.dtype(np.float32))
+        assert narrow.shape == wide.shape
+        with np.errstate(over="ignore"):
+            reference = np.array(payload["inputs"], dtype=np.float32)
+        if np.isfinite(reference).all():
+            assert narrow.dtype == np.float32
+            assert np.array_equal(narrow, reference)
+        else:
+            assert narrow.dtype == np.float64
+            assert np.array_equal(narrow, wide)
+
+
 @st.composite
 def npy_files(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
