@@ -748,7 +748,7 @@ async def test_a_bucket_timed_in_a_busy_moment_is_timed_again(
     # above the bound, as when other processes held the core; the second,
     # after a pause, does not: the model runs on the loop.
     inline_bounds(monkeypatch, INLINE_MAX_S=0.002)
-    monkeypatch.setattr(engine_module, "RETIME_PAUSE_S", 0.0)
+    monkeypatch.setattr(runcost, "RETIME_PAUSE_S", 0.0)
     runs = RunLog(monkeypatch)
     runs.sleep_s, runs.slow_runs = 0.003, runcost.MEASURE_RUNS
     engine = await make_engine(max_batch_size=1)
@@ -757,6 +757,60 @@ async def test_a_bucket_timed_in_a_busy_moment_is_timed_again(
     await engine.infer("digits", row(1))
     assert runs.threads == [threading.get_ident()]
     assert engine.stats("digits")["inline_runs"] == 1
+
+
+async def test_a_bucket_slow_through_warm_up_is_timed_again_when_idle(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every warm-up timing of batches of one comes out above the bound (but
+    # within RETIME_RANGE of it), as when the server starts on a busy
+    # machine: batches go to the workers. Once the runs are fast and the
+    # model idle, the bucket is timed again and moves to the loop.
+    inline_bounds(monkeypatch, INLINE_MAX_S=0.002)
+    monkeypatch.setattr(runcost, "RETIME_PAUSE_S", 0.0)
+    monkeypatch.setattr(runcost, "RETIME_IDLE_FIRST_S", 0.05)
+    runs = RunLog(monkeypatch)
+    # Warm-up's three timings of MEASURE_RUNS runs each.
+    runs.sleep_s, runs.slow_runs = 0.003, 3 * runcost.MEASURE_RUNS
+    with caplog.at_level(logging.INFO, logger="rawserve"):
+        engine = await make_engine(max_batch_size=1)
+        assert len(runs.threads) == runs.slow_runs  # warm-up did all its timings
+        runs.clear()
+        await engine.infer("digits", row(1))
+        assert engine.stats("digits")["inline_runs"] == 0
+        assert runs.threads[0] != threading.get_ident()
+        for _ in range(200):  # bounded: the first attempt comes after 0.05 s
+            if engine._models["digits"].costs[0].inline:
+                break
+            await asyncio.sleep(0.02)
+    assert any("measured while idle" in r.getMessage() for r in caplog.records)
+    runs.clear()
+    await engine.infer("digits", row(2))
+    assert runs.threads == [threading.get_ident()]
+    assert engine.stats("digits")["inline_runs"] == 1
+    # Nothing left to time: the re-timing task has ended.
+    await asyncio.sleep(0)
+    assert not engine._retimers
+
+
+async def test_the_idle_retiming_stops_with_the_engine(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every run stays slow: the bucket never qualifies, and stop() cancels
+    # the attempts still to come instead of leaving a task behind.
+    inline_bounds(monkeypatch, INLINE_MAX_S=0.002)
+    monkeypatch.setattr(runcost, "RETIME_PAUSE_S", 0.0)
+    monkeypatch.setattr(runcost, "RETIME_IDLE_FIRST_S", 0.01)
+    runs = RunLog(monkeypatch)
+    runs.sleep_s = 0.003
+    engine = await make_engine(max_batch_size=1)
+    assert len(engine._retimers) == 1
+    await asyncio.sleep(0.1)  # a few attempts, each one slow again
+    assert not engine._models["digits"].costs[0].inline
+    tasks = list(engine._retimers)
+    await engine.stop(timeout_s=1)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(t.cancelled() for t in tasks) and not engine._retimers
 
 
 async def test_a_model_that_slows_down_goes_back_to_the_workers(

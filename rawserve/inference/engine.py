@@ -48,9 +48,12 @@ from rawserve.inference.metrics import Registry
 from rawserve.inference.runcost import (
     INLINE_GIVE_UP_S,
     INLINE_MAX_S,
-    RETIME_PAUSE_S,
     RunCost,
+    log_where_batches_run,
     measurable,
+    retime_candidate,
+    retime_when_idle,
+    settled_timing,
     time_runs,
 )
 from rawserve.inference.scheduler import (
@@ -172,6 +175,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ready = False
         self._stopping = False
+        self._retimers: set[asyncio.Task[None]] = set()  # runcost.retime_when_idle
         self._define_metrics()
 
     # -- setup -------------------------------------------------------------------
@@ -294,7 +298,8 @@ class Engine:
                     if time.perf_counter() - warm_started > 100 * INLINE_MAX_S:
                         measure = False
                     if measure and cost is not None:
-                        cost.measured(await self._time_bucket(state.model, size))
+                        timer = partial(self._run_timed, state.model)
+                        cost.measured(await settled_timing(timer, size))
                         # Larger batches cost more: no need to time them.
                         measure = cost.inline
                     elapsed_s = time.perf_counter() - started
@@ -313,39 +318,34 @@ class Engine:
                     len(sizes),
                     (time.perf_counter() - started) * 1000,
                 )
-                inline = [b for b, c in zip(state.buckets, state.costs, strict=True) if c.inline]
-                if inline:
-                    log.info(
-                        "model %s: batches of up to %d rows run on the event loop "
-                        "(%.0f µs measured, bound %.0f µs)",
-                        state.name,
-                        inline[-1],
-                        (state.costs[len(inline) - 1].seconds or 0.0) * 1e6,
-                        INLINE_MAX_S * 1e6,
-                    )
+                log_where_batches_run(state.name, state.buckets, state.costs)
         if not self._stopping:
             self.ready = True
+            for state in self._models.values():
+                if measurable(state.model) and retime_candidate(state.costs) is not None:
+                    idle = partial(self._idle, state)
+                    timer = partial(self._run_timed, state.model)
+                    retime = retime_when_idle(state.name, state.costs, state.buckets, idle, timer)
+                    task = asyncio.create_task(retime)
+                    self._retimers.add(task)
+                    task.add_done_callback(self._retimers.discard)
 
-    async def _time_bucket(self, model: Any, size: int) -> float:
-        """The least time of a run of ``size`` rows. A result just above the
-        bound is timed again after a pause, up to twice: one busy moment of
-        other processes on the core would otherwise send the bucket to the
-        workers for the server's life."""
-        loop = asyncio.get_running_loop()
-        best = float("inf")
-        for attempt in range(3):
-            if attempt:
-                await asyncio.sleep(RETIME_PAUSE_S)
-            best = min(best, await loop.run_in_executor(self._pool, time_runs, model, size))
-            if not INLINE_MAX_S < best <= 4 * INLINE_MAX_S:
-                break
-        return best
+    def _idle(self, state: _ModelState) -> bool:
+        """Nothing of the model queued or running: a timing has a worker to itself."""
+        busy = state.busy or state.lane_busy or state.pump_soon or state.scheduler.depth()
+        return not busy and not self._stopping and self._pool is not None
+
+    def _run_timed(self, model: Any, rows: int) -> asyncio.Future[float]:
+        assert self._pool is not None and self._loop is not None
+        return self._loop.run_in_executor(self._pool, time_runs, model, rows)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Refuse new work, let queued and running work finish within
         ``timeout_s``, then answer what is left with 503 (never drop silently)."""
         self._stopping = True
         self.ready = False
+        for retimer in list(self._retimers):
+            retimer.cancel()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and any(
             s.busy or s.lane_busy or s.scheduler.depth() for s in self._models.values()
