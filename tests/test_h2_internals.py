@@ -98,6 +98,28 @@ ATTRIBUTES += [
     ),
 ]
 
+
+def _settings_read_as_h2_reads_them() -> None:
+    from rawserve.protocols.http2.core import _INITIAL_WINDOW, _MAX_STREAMS, _setting
+
+    codes = h2.settings.SettingCodes
+    for initial in (None, {codes.MAX_CONCURRENT_STREAMS: 7, codes.INITIAL_WINDOW_SIZE: 1000}):
+        settings = h2.settings.Settings(client=False, initial_values=initial)
+        settings[codes.INITIAL_WINDOW_SIZE] = 2000  # pending until acknowledged
+        for _ in range(2):
+            _assert(_setting(settings, _MAX_STREAMS, 2**32 + 1) == settings.max_concurrent_streams)
+            _assert(_setting(settings, _INITIAL_WINDOW, 65535) == settings.initial_window_size)
+            settings.acknowledge()
+
+
+ATTRIBUTES.append(
+    (
+        "h2.settings.Settings._settings (code -> deque, [0] in force)",
+        _settings_read_as_h2_reads_them,
+        f"{CORE}: _setting",
+    )
+)
+
 FB = h2.frame_buffer.FrameBuffer
 FRAMING = "protocols/http2/framing.py"
 _method(FB, "__init__", ["self", "server"], f"{FRAMING}: FrameBuffer.__init__")
@@ -265,7 +287,7 @@ ATTRIBUTES += [
 ]
 
 
-FAST = f"{CORE}: Core.send_final_headers / send_body (the response fast path)"
+FAST = f"{CORE}: Core.send_final_headers / send_body / send_whole_body (the response fast path)"
 _instance_attr("H2Connection()", _h2, "_data_to_send", bytearray, FAST)
 _instance_attr("H2Connection()", _h2, "outbound_flow_control_window", int, FAST)
 _instance_attr(
@@ -424,6 +446,33 @@ def test_fast_path_writes_and_leaves_what_h2_does(
         except h2.exceptions.ProtocolError as exc:
             errors.append(type(exc))
     assert errors == [] or (len(errors) == 2 and errors[0] is errors[1]), errors
+    assert fast.data_to_send() == slow.data_to_send()
+    assert _state(fast) == _state(slow)
+
+
+@pytest.mark.parametrize("end_request", [True, False], ids=["half-closed-remote", "open"])
+@pytest.mark.parametrize(
+    ("body", "frame_size"),
+    [
+        (b'{"class": 3}', 16384),  # sent: the same bytes and state as h2's send_data
+        (b"", 16384),  # not sent: an empty body is the sender's END_STREAM
+        (b"y" * 20000, 16384),  # not sent: beyond the frame size
+        (b"z" * 70000, 100000),  # not sent: beyond the stream window
+    ],
+    ids=["fits", "empty", "frame-size", "window"],
+)
+def test_whole_body_is_sent_as_h2_would_or_not_at_all(
+    end_request: bool, body: bytes, frame_size: int
+) -> None:
+    slow = _server_with_request(end_request, frame_size)
+    fast = _server_with_request(end_request, frame_size)
+    for server in (slow, fast):
+        server.send_final_headers(1, HEAD, False)
+        server.data_to_send()
+    sent = fast.send_whole_body(1, body)
+    assert sent == (len(body) == 12)
+    if sent:
+        slow.send_data(1, body, end_stream=True)
     assert fast.data_to_send() == slow.data_to_send()
     assert _state(fast) == _state(slow)
 

@@ -113,6 +113,22 @@ def _describe(exc: Exception) -> str:
     return text if any(c.isalpha() for c in text) else f"{type(exc).__name__}({text})"
 
 
+# A request head's method, target, scheme and authority as the application
+# sees them (str), made once per remembered head.
+_HeadText = tuple[str, str, str, str | None]
+
+
+def _head_text(req: RequestHead, default_scheme: str) -> _HeadText:
+    method = req.method.decode("ascii")
+    target = (req.authority if method == "CONNECT" else req.path) or b""
+    return (
+        method,
+        target.decode("latin-1"),
+        req.scheme.decode("ascii") if req.scheme else default_scheme,
+        req.authority.decode("latin-1") if req.authority is not None else None,
+    )
+
+
 class H2Connection:
     """A server-side HTTP/2 connection: ``receive_data`` -> events, ``send``
     events -> ``data_to_send``. Call ``initiate`` (or ``initiate_upgrade``) first."""
@@ -151,7 +167,7 @@ class H2Connection:
         # PRIORITY_UPDATE frames that arrived before their request (RFC 9218
         # section 7.1), at most max_concurrent_streams of them.
         self._early_priorities: dict[int, bytes] = {}
-        self._heads: dict[int, tuple[list[tuple[bytes, bytes]], RequestHead]] = {}
+        self._heads: dict[int, tuple[list[tuple[bytes, bytes]], RequestHead, _HeadText]] = {}
         # Body bytes received for requests not yet complete, across streams
         # (capped by limits.connection_body_bytes).
         self.pending_body_bytes = 0
@@ -433,13 +449,14 @@ class H2Connection:
             # memo): the same list was validated the same way before.
             known = self._heads.get(id(fields))
             if known is not None and known[0] is fields:
-                req = known[1]
+                req, text = known[1], known[2]
             else:
                 req = parse_request_head(fields)
+                text = _head_text(req, self._scheme)
                 if len(self._heads) >= HEAD_MEMO_ENTRIES:
                     self._heads.clear()
                 # The entry holds the list, so its id is not reused meanwhile.
-                self._heads[id(fields)] = (fields, req)
+                self._heads[id(fields)] = (fields, req, text)
             if ended and req.content_length:
                 raise MalformedMessage("content-length without a body")
         except MalformedMessage:
@@ -474,18 +491,17 @@ class H2Connection:
         # A push promised on this stream names the same authority.
         self._authorities[sid] = req.authority or b""
         self._last_stream_id = max(self._last_stream_id, sid)
-        method = req.method.decode("ascii")
-        target = (req.authority if method == "CONNECT" else req.path) or b""
+        method, target, scheme, authority = text
         out.append(
             RequestReceived(
                 stream_id=sid,
                 method=method,
-                target=target.decode("latin-1"),
+                target=target,
                 # A copy: the memo's head is shared by the requests that sent it.
                 headers=list(req.headers),
                 http_version="2",
-                scheme=req.scheme.decode("ascii") if req.scheme else self._scheme,
-                authority=req.authority.decode("latin-1") if req.authority is not None else None,
+                scheme=scheme,
+                authority=authority,
                 priority=priority,
                 end_stream=ended,
                 expect_continue=req.expect_continue,

@@ -15,6 +15,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 from h2.connection import AllowedStreamIDs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.stream import STREAM_OPEN, StreamClosedBy, StreamState
@@ -98,6 +99,20 @@ def server_config() -> h2.config.H2Configuration:
     )
 
 
+_MAX_STREAMS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+_INITIAL_WINDOW = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
+_UNLIMITED_STREAMS = 2**32 + 1  # h2's value for MAX_CONCURRENT_STREAMS unset
+
+
+def _setting(settings: h2.settings.Settings, code: int, default: int) -> int:
+    """A setting's value in force, as Settings.get(code, default) gives it,
+    without the two property and mapping calls per read (four reads per
+    request)."""
+    values = settings._settings.get(code)
+    value = values[0] if values else None
+    return default if value is None else value
+
+
 class _CompressionError(h2.exceptions.ProtocolError):
     error_code = ErrorCodes.COMPRESSION_ERROR
 
@@ -152,7 +167,8 @@ class Core(h2.connection.H2Connection):
         # walk is needed only now and then, to purge (bounding the dict at
         # about twice its live streams).
         n = len(self.streams)
-        if n < self.local_settings.max_concurrent_streams and n < self._purge_at:
+        limit = _setting(self.local_settings, _MAX_STREAMS, _UNLIMITED_STREAMS)
+        if n < limit and n < self._purge_at:
             return n
         count = super().open_inbound_streams
         self._purge_at = 2 * len(self.streams) + 32
@@ -246,6 +262,28 @@ class Core(h2.connection.H2Connection):
             out += data
             stream.outbound_flow_control_window -= n
             self.outbound_flow_control_window -= n
+
+    def send_whole_body(self, sid: int, data: bytes) -> bool:
+        """A final DATA frame carrying a whole response body, if both windows
+        and the frame size allow it now (``send_body`` with ``end``, without
+        the sender's queue); False, with nothing sent, otherwise."""
+        stream = self._sendable(sid)
+        n = len(data)
+        if (
+            stream is None
+            or not n
+            or n > self.outbound_flow_control_window
+            or n > stream.outbound_flow_control_window
+            or n > self.max_outbound_frame_size
+        ):
+            return False
+        self._send_end_stream(stream)
+        out = self._data_to_send
+        out += _FRAME_HEAD.pack(n >> 16, n & 0xFFFF, _DATA, _END_STREAM, sid)
+        out += data
+        stream.outbound_flow_control_window -= n
+        self.outbound_flow_control_window -= n
+        return True
 
     def receive_data(self, data: Buffer) -> list[h2.events.Event]:
         """h2's ``receive_data``, taking a new request's HEADERS and its DATA
@@ -533,7 +571,7 @@ class Core(h2.connection.H2Connection):
         without its state-machine lookups and generator passes (validation
         and normalization are off: the adapter does them). The same checks in
         the same order, the same state after, the same events."""
-        limit = self.local_settings.max_concurrent_streams
+        limit = _setting(self.local_settings, _MAX_STREAMS, _UNLIMITED_STREAMS)
         open_now = self.open_inbound_streams
         if open_now + 1 > limit:
             raise h2.exceptions.TooManyStreamsError(
@@ -583,8 +621,8 @@ class Core(h2.connection.H2Connection):
         stream = h2.stream.H2Stream(
             stream_id,
             config=self.config,
-            inbound_window_size=self.local_settings.initial_window_size,
-            outbound_window_size=self.remote_settings.initial_window_size,
+            inbound_window_size=_setting(self.local_settings, _INITIAL_WINDOW, 65535),
+            outbound_window_size=_setting(self.remote_settings, _INITIAL_WINDOW, 65535),
         )
         stream.max_outbound_frame_size = self.max_outbound_frame_size
         self.streams[stream_id] = stream

@@ -39,6 +39,12 @@ class Sender:
 
     def write(self, sid: int, stream: Stream, data: bytes, end_stream: bool) -> None:
         """Queue ``data`` (and END_STREAM after it) and send what the windows allow."""
+        if end_stream and not stream.queue and self._conn.send_whole_body(sid, data):
+            # The common response: its whole body in one frame, sent at once.
+            self._conn.window_credit += 2
+            stream.closing = stream.response_done = True
+            self._done(sid, stream)
+            return
         if data:
             stream.queue.append(data)
             stream.queued += len(data)
