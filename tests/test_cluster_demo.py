@@ -89,19 +89,20 @@ class Demo:
             self.proc.wait(timeout=60)
 
 
-def run_demo(*args: str, timeout_s: float = 400) -> tuple[int, dict[str, Any], str, int]:
-    return Demo(*args).result(timeout_s)
-
-
 @pytest.fixture(scope="module")
 def demos() -> Iterator[dict[str, Demo]]:
-    """The module's two long runs, started together: on two cores they take
-    little more than one of them."""
+    """The module's independent runs, started together: on two cores they
+    take little more than the longest of them."""
     h2c_args = [
         "--replicas", "2", "--seconds", "8", "--requests", str(REQUESTS),
         "--concurrency", "16", "--victim", "0",
     ]  # fmt: skip
-    started = {"h2c": Demo(*h2c_args), "tls": Demo("--quick", "--backend-tls")}
+    started = {
+        "h2c": Demo(*h2c_args),
+        "tls": Demo("--quick", "--backend-tls"),
+        # A replica that cannot start (an argument rawserve refuses).
+        "failed": Demo("--quick", "--replica-arg=--no-such-flag"),
+    }
     try:
         yield started
     finally:
@@ -226,10 +227,10 @@ def test_ctrl_c_in_the_middle_still_cleans_up() -> None:
     assert leftovers(proc.pid) == []
 
 
-def test_a_failed_start_still_cleans_up() -> None:
+def test_a_failed_start_still_cleans_up(demos: dict[str, Demo]) -> None:
     # A replica that cannot start (an argument rawserve refuses): the run
     # stops, says what the replica said, and takes down what it built.
-    status, report, err, pid = run_demo("--quick", "--replica-arg=--no-such-flag", timeout_s=120)
+    status, report, err, pid = demos["failed"].result(timeout_s=120)
     assert status == 1, err
     assert "unrecognized arguments: --no-such-flag" in report["failure"]
     assert report["cleanup"]["clean"] and report["cleanup"]["namespaces_created"] == 3
