@@ -45,7 +45,6 @@ import base64
 import binascii
 import json
 from collections import deque
-from http import HTTPStatus
 from typing import NoReturn
 
 import httptools
@@ -69,37 +68,10 @@ from rawserve.core.events import (
     UpgradeRequested,
 )
 from rawserve.core.priority import DEFAULT_PRIORITY, parse_priority_field
+from rawserve.protocols.http1.status import check_lines, status_line
+from rawserve.protocols.http1.stream import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, Stream
 
-__all__ = ["H1Connection", "reason_phrase"]
-
-_GENERIC_PHRASES = {
-    1: "Informational",
-    2: "Success",
-    3: "Redirection",
-    4: "Client Error",
-    5: "Server Error",
-}
-_PHRASES = {s.value: s.phrase for s in HTTPStatus}
-_STATUS_LINES = {
-    code: b"HTTP/1.1 %d %s\r\n" % (code, phrase.encode("ascii"))
-    for code, phrase in _PHRASES.items()
-}
-
-
-def reason_phrase(status: int) -> str:
-    """The reason phrase for ``status``; never empty (h2load and some clients
-    reject an empty one)."""
-    return _PHRASES.get(status) or _GENERIC_PHRASES.get(status // 100, "Unknown")
-
-
-def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        if not 100 <= status <= 999:
-            raise ValueError(f"invalid HTTP status code {status}")
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode("ascii"))
-    return line
-
+__all__ = ["H1Connection"]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SWITCHING_H2C = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
@@ -123,59 +95,9 @@ _RESPONSE_SPECIAL = frozenset(
 )
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
-# Response framing modes.
-_NO_BODY = 0  # HEAD, 204, 304: body events are dropped
-_LENGTH = 1
-_CHUNKED = 2
-_UNTIL_CLOSE = 3  # HTTP/1.0 peer and no content-length
-
 
 class _Abort(Exception):
     """Raised in a parser callback to stop llhttp; the reason is kept on the connection."""
-
-
-class _Stream:
-    __slots__ = (
-        "answered",
-        "awaiting_continue",
-        "body_left",
-        "close",
-        "head_only",
-        "http11",
-        "id",
-        "keep_alive",
-        "length_left",
-        "mode",
-        "request_done",
-        "started",
-        "want_continue",
-    )
-
-    def __init__(
-        self,
-        stream_id: int,
-        head_only: bool,
-        http11: bool,
-        keep_alive: bool,
-        expect_continue: bool,
-        body_left: int,
-    ) -> None:
-        self.id = stream_id
-        self.head_only = head_only
-        self.http11 = http11
-        self.keep_alive = keep_alive
-        # The client holds its body back until it sees 100 Continue.
-        self.awaiting_continue = expect_continue
-        self.want_continue = False  # 100 asked for before this stream's turn
-        self.body_left = body_left  # Content-Length bytes still to come; -1: chunked
-        self.request_done = False
-        # Answered: the response ended or the stream was dropped; events about
-        # it are no longer emitted nor accepted.
-        self.answered = False
-        self.started = False
-        self.mode = _NO_BODY
-        self.length_left = 0
-        self.close = False
 
 
 class H1Connection:
@@ -192,8 +114,8 @@ class H1Connection:
         self._parser = self._new_parser()
         self._events: list[IncomingEvent] = []
         self._out: list[bytes] = []
-        self._queue: deque[_Stream] = deque()  # unanswered, oldest first
-        self._receiving: _Stream | None = None  # request whose body is being parsed
+        self._queue: deque[Stream] = deque()  # unanswered, oldest first
+        self._receiving: Stream | None = None  # request whose body is being parsed
         self._next_id = 1
         # The request head being parsed.
         self._in_head = False
@@ -473,7 +395,7 @@ class H1Connection:
                     return
             # Served as plain HTTP/1.1: ``_feed`` parses the skipped body.
             self._body_skipped = has_body
-        s = _Stream(
+        s = Stream(
             self._next_id,
             method == "HEAD",
             http11,
@@ -668,7 +590,7 @@ class H1Connection:
         body = json.dumps({"detail": detail}).encode()
         return b"".join(
             (
-                _status_line(status),
+                status_line(status),
                 b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
                 b"connection: close\r\n",
                 self._date_line,
@@ -680,10 +602,10 @@ class H1Connection:
 
     # -- responses ----------------------------------------------------------------
 
-    def _can_discard(self, s: _Stream) -> bool:
+    def _can_discard(self, s: Stream) -> bool:
         return 0 <= s.body_left <= self._discard_limit and not s.awaiting_continue
 
-    def _informational(self, s: _Stream, event: InformationalResponse) -> None:
+    def _informational(self, s: Stream, event: InformationalResponse) -> None:
         status = event.status
         if not 100 <= status < 200 or status == 101:
             raise ValueError(f"{status} is not an informational status usable here")
@@ -694,19 +616,19 @@ class H1Connection:
                 s.awaiting_continue = False
                 self._out.append(_CONTINUE)
             return
-        parts = [_status_line(status)]
+        parts = [status_line(status)]
         for name, value in event.headers:
             parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
         head = b"".join(parts)
-        _check_lines(head, len(parts) - 3 * len(event.headers))
+        check_lines(head, len(parts) - 3 * len(event.headers))
         self._out.append(head)
 
-    def _start(self, s: _Stream, event: ResponseStart) -> None:
+    def _start(self, s: Stream, event: ResponseStart) -> None:
         status = event.status
         if not 200 <= status <= 999:
             raise ValueError(f"invalid final status code {status}")
-        parts = [_status_line(status)]
+        parts = [status_line(status)]
         length = -1
         close = False
         has_date = has_server = False
@@ -733,18 +655,18 @@ class H1Connection:
                     has_server = True
             parts += (name, b": ", value, b"\r\n")
         if s.head_only or status == 204 or status == 304:
-            mode = _NO_BODY
+            mode = NO_BODY
         elif length >= 0:
-            mode = _LENGTH
+            mode = LENGTH
         elif event.end_stream:
-            mode = _LENGTH
+            mode = LENGTH
             length = 0
             parts.append(b"content-length: 0\r\n")
         elif s.http11:
-            mode = _CHUNKED
+            mode = CHUNKED
             parts.append(b"transfer-encoding: chunked\r\n")
         else:
-            mode = _UNTIL_CLOSE
+            mode = UNTIL_CLOSE
             close = True
         if (
             close
@@ -763,33 +685,33 @@ class H1Connection:
         parts.append(b"\r\n")
         head = b"".join(parts)
         # Every app header is 4 parts and one line, every other part one line.
-        _check_lines(head, len(parts) - 3 * (len(event.headers) - dropped))
+        check_lines(head, len(parts) - 3 * (len(event.headers) - dropped))
         s.started = True
         s.mode = mode
         s.length_left = length
         s.close = close
         self._out.append(head)
 
-    def _write_body(self, s: _Stream, data: bytes) -> None:
+    def _write_body(self, s: Stream, data: bytes) -> None:
         if not data:
             return
         mode = s.mode
-        if mode == _CHUNKED:
+        if mode == CHUNKED:
             self._out += (b"%x\r\n" % len(data), data, b"\r\n")
-        elif mode == _LENGTH:
+        elif mode == LENGTH:
             left = s.length_left
             if len(data) > left:
                 data = data[:left]  # beyond the declared length the client would misparse
             s.length_left = left - len(data)
             if data:
                 self._out.append(data)
-        elif mode == _UNTIL_CLOSE:
+        elif mode == UNTIL_CLOSE:
             self._out.append(data)
 
-    def _finish(self, s: _Stream) -> None:
-        if s.mode == _CHUNKED:
+    def _finish(self, s: Stream) -> None:
+        if s.mode == CHUNKED:
             self._out.append(b"0\r\n\r\n")
-        elif s.mode == _LENGTH and s.length_left:
+        elif s.mode == LENGTH and s.length_left:
             s.close = True  # short of its content-length: only closing ends it
         s.answered = True
         q = self._queue
@@ -808,12 +730,6 @@ class H1Connection:
             status, detail = self._pending_error
             self._pending_error = None
             self._out.append(self._error_response(status, detail))
-
-
-def _check_lines(head: bytes, lines: int) -> None:
-    # A CR or LF inside a name or value would split the head (response splitting).
-    if head.count(b"\n") != lines or head.count(b"\r") != lines:
-        raise ValueError("response header name or value contains CR or LF")
 
 
 def _decode_settings(value: bytes) -> bytes | None:
