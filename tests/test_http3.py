@@ -250,6 +250,29 @@ def test_request_body_credit_returns_only_as_the_application_consumes() -> None:
     assert quic._consumed == quic._local_max_data.used
 
 
+def test_reading_a_small_finished_body_sends_no_window_update() -> None:
+    # The request's FIN is in: a larger MAX_STREAM_DATA would be of no use to
+    # the client, and the connection keeps more than half its window, so
+    # consuming the body changes neither limit (each change used to cost a
+    # packet of its own per request). The credit itself is still counted.
+    pair = Pair()
+    sid = open_request(pair, post(300), end=False)
+    pair.h3.send_data(sid, b"x" * 300, end_stream=True)
+    pair.exchange()
+    assert any(isinstance(e, EndOfRequest) for e in pair.take())
+    assert pair.server is not None
+    quic = pair.server._quic
+    stream = quic._streams[sid]
+    limits = (quic._local_max_data.value, stream.max_stream_data_local)
+    consumed = quic._consumed
+    pair.server.acknowledge(sid, 300)
+    assert (quic._local_max_data.value, stream.max_stream_data_local) == limits
+    assert quic._consumed == consumed + 300
+    # Once half the connection window is consumed, MAX_DATA moves on.
+    quic._credit_connection(quic._connection_window // 2)
+    assert quic._local_max_data.value == quic._consumed + quic._connection_window
+
+
 def test_a_client_that_stops_reading_holds_at_most_a_window_in_quic() -> None:
     pair = Pair()
     sid = open_request(pair, GET)

@@ -54,7 +54,10 @@ class FlowControlledQuic(QuicConnection):
         credited = self._credited.get(stream_id, 0) + n
         self._credited[stream_id] = credited
         stream = self._streams.get(stream_id)
-        if stream is not None:
+        if stream is not None and stream.receiver._final_size is None:
+            # Once the FIN is in, the client sends nothing more on the stream
+            # (its final size is within the limit already): a larger one
+            # would be a packet of its own for nothing, once per request.
             stream.max_stream_data_local = max(
                 stream.max_stream_data_local, credited + self._stream_window
             )
@@ -71,7 +74,7 @@ class FlowControlledQuic(QuicConnection):
         if received > credited:
             self._credit_connection(received - credited)
             credited = received
-            if stream is not None:
+            if stream is not None and stream.receiver._final_size is None:
                 stream.max_stream_data_local = max(
                     stream.max_stream_data_local, received + self._stream_window
                 )
@@ -87,7 +90,15 @@ class FlowControlledQuic(QuicConnection):
         if n > 0:
             self._consumed += n
             max_data = self._local_max_data
-            max_data.value = max(max_data.value, self._consumed + self._connection_window)
+            target = self._consumed + self._connection_window
+            # A new limit goes out once the client's credit beyond what was
+            # consumed is down to half the window, as h2's WindowManager
+            # waits for half: raised after every request body, MAX_DATA took
+            # a packet of its own for each lone request (three server packets
+            # per request instead of two). The client is never short: it
+            # keeps at least half a window of credit.
+            if target - max_data.value >= self._connection_window // 2:
+                max_data.value = target
 
     # -- aioquic hooks: never open a window on arrival ---------------------------
 
